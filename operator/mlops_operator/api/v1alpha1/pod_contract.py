@@ -1,0 +1,74 @@
+"""The contract between the operator and the programs in its pods: environment variables, exit codes and
+the termination message. The builders in ``resources`` set these; ``runtime`` reads them. Both sides import
+the names from here so they cannot drift apart.
+"""
+
+from enum import IntEnum
+from typing import Final
+
+# --- what the controller puts into a training pod ------------------------------------------------------
+#: JSON of the TrainingJob's ``spec`` (camelCase, as stored in the apiserver).
+ENV_TRAININGJOB_SPEC: Final = "MLOPS_TRAININGJOB_SPEC"
+ENV_TRAININGJOB_NAME: Final = "MLOPS_TRAININGJOB_NAME"
+ENV_TRAININGJOB_NAMESPACE: Final = "MLOPS_TRAININGJOB_NAMESPACE"
+ENV_TRAININGJOB_UID: Final = "MLOPS_TRAININGJOB_UID"
+#: The pod's own name (downward API): identifies the attempt, since a retried Job pod gets a new name.
+ENV_POD_NAME: Final = "MLOPS_POD_NAME"
+#: Image the pod runs, recorded as a run tag for reproducibility.
+ENV_IMAGE: Final = "MLOPS_IMAGE"
+#: Where the termination message goes (default: Kubernetes' ``/dev/termination-log``).
+ENV_TERMINATION_LOG: Final = "MLOPS_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG: Final = "/dev/termination-log"
+#: Directory for checkpoints when the spec gives none (an emptyDir is mounted there).
+ENV_CHECKPOINT_DIR: Final = "MLOPS_CHECKPOINT_DIR"
+
+# MLflow's own variables (read by the mlflow client as well).
+ENV_MLFLOW_TRACKING_URI: Final = "MLFLOW_TRACKING_URI"
+ENV_MLFLOW_EXPERIMENT_NAME: Final = "MLFLOW_EXPERIMENT_NAME"
+
+# torchrun rendezvous, set for every training pod (a single-process job has WORLD_SIZE 1).
+ENV_MASTER_ADDR: Final = "MASTER_ADDR"
+ENV_MASTER_PORT: Final = "MASTER_PORT"
+ENV_NNODES: Final = "NNODES"
+ENV_NODE_RANK: Final = "NODE_RANK"
+ENV_NPROC_PER_NODE: Final = "NPROC_PER_NODE"
+DEFAULT_MASTER_PORT: Final = 29500
+
+# --- MLflow run tags that link a run back to its TrainingJob ----------------------------------------------
+TAG_TRAININGJOB_NAMESPACE: Final = "mlops.dev/trainingjob-namespace"
+TAG_TRAININGJOB_NAME: Final = "mlops.dev/trainingjob-name"
+TAG_TRAININGJOB_UID: Final = "mlops.dev/trainingjob-uid"
+TAG_ATTEMPT: Final = "mlops.dev/attempt"
+TAG_IMAGE: Final = "mlops.dev/image"
+TAG_CODE_VERSION: Final = "mlops.dev/code-version"
+TAG_DATASET_DIGEST: Final = "mlops.dev/dataset-digest"
+TAG_GATE_RESULT: Final = "mlops.dev/gate"
+TAG_FAILURE_REASON: Final = "mlops.dev/failure-reason"
+#: Name of the reference-profile artifact (per-feature bins/quantiles/frequencies) used by drift detection.
+PROFILE_ARTIFACT: Final = "reference_profile.json"
+
+
+class ExitCode(IntEnum):
+    """Exit codes of the runtime programs. The Job's podFailurePolicy fails fast on the non-retriable ones."""
+
+    OK = 0
+    UNEXPECTED = 1  # a bug or an unclassified error: retried per backoffLimit
+    CONFIG_ERROR = 2  # invalid spec/environment: retrying cannot help
+    DATA_ERROR = 3  # unreadable dataset, missing target, NaN, wrong types: retrying cannot help
+    MLFLOW_UNAVAILABLE = 4  # tracking server unreachable: transient, retried
+    GATE_FAILED = 5  # the model did not meet the gate: a verdict, not an error to retry
+    USER_CODE_FAILED = 6  # the user's command exited non-zero
+
+
+#: Exit codes for which a retry cannot change the outcome.
+NON_RETRIABLE_EXIT_CODES: Final = (ExitCode.CONFIG_ERROR, ExitCode.DATA_ERROR, ExitCode.GATE_FAILED)
+
+#: Termination message reasons (the first word of the message, CamelCase), matching ExitCode.
+REASON_BY_EXIT_CODE: Final = {
+    ExitCode.UNEXPECTED: "TrainerError",
+    ExitCode.CONFIG_ERROR: "InvalidConfig",
+    ExitCode.DATA_ERROR: "InvalidDataset",
+    ExitCode.MLFLOW_UNAVAILABLE: "MLflowUnavailable",
+    ExitCode.GATE_FAILED: "GateFailed",
+    ExitCode.USER_CODE_FAILED: "UserCodeFailed",
+}

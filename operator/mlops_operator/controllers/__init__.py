@@ -1,0 +1,8 @@
+"""kopf handlers, one module per kind; the only layer that imports kopf.
+
+Importing this package registers every handler with kopf's default registry.
+"""
+
+from mlops_operator.controllers import settings
+
+__all__ = ["settings"]

@@ -1,0 +1,30 @@
+"""Operator-wide kopf settings: the ``mlops.dev/`` prefix for kopf's own annotations and finalizer,
+peering for HA, watch timeouts and event posting. Applied once at start-up."""
+
+from typing import Any
+
+import kopf
+
+from mlops_operator.api.v1alpha1 import GROUP
+
+#: kopf's finalizer on objects that need cleanup before deletion.
+FINALIZER = f"{GROUP}/finalizer"
+#: Name of the kopf peering object used when several replicas run (one acts, the others wait).
+PEERING_NAME = "mlops-operator"
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.peering.name = PEERING_NAME
+    settings.peering.mandatory = False
+    # Server-side watch timeout + client-side guard: a silently stalled watch is re-established.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.posting.level = 20  # INFO and above become Kubernetes Events
+    settings.batching.worker_limit = 64
