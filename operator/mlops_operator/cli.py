@@ -5,11 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from mlops_operator import __version__
-
-DEFAULT_CRD_DIRS = (Path("crds"), Path("charts/mlops-operator/crds"))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -25,21 +22,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from mlops_operator.api.crdgen import check_crds, write_crds
+    from mlops_operator.api import crdgen
 
-    directories = [Path(d) for d in args.out] if args.out else list(DEFAULT_CRD_DIRS)
-    if args.check:
-        stale = check_crds(*directories)
-        if stale:
-            print("CRDs are out of date with the models; run `make crds`:", file=sys.stderr)
-            for name in stale:
-                print(f"  {name}", file=sys.stderr)
-            return 1
-        print("CRDs are up to date")
-        return 0
-    for path in write_crds(*directories):
-        print(path)
-    return 0
+    return crdgen.main([*(args.out or []), *(["--check"] if args.check else [])])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=lambda _args: print(__version__) or 0)
 
-    crds = sub.add_parser("crds", help="generate CRD YAML from the API models")
+    crds = sub.add_parser(
+        "crds", help="generate the CRDs (crds/, the chart's crds/) and docs/api.md from the models"
+    )
     crds.add_argument("--out", action="append", metavar="DIR", help="output directory (repeatable)")
     crds.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
     crds.set_defaults(handler=_crds)

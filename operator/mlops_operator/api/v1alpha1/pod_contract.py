@@ -72,3 +72,30 @@ REASON_BY_EXIT_CODE: Final = {
     ExitCode.GATE_FAILED: "GateFailed",
     ExitCode.USER_CODE_FAILED: "UserCodeFailed",
 }
+
+# --- volumes ------------------------------------------------------------------------------------------------
+#: ``pvc://<claim>/<path>`` URIs are served from the claim mounted at ``<PVC_MOUNT_ROOT>/<claim>``.
+PVC_SCHEME: Final = "pvc://"
+PVC_MOUNT_ROOT: Final = "/mnt/pvc"
+#: Writable scratch space of the (read-only-root) containers, and torch's shared memory.
+SCRATCH_DIR: Final = "/tmp"
+SHM_DIR: Final = "/dev/shm"
+DEFAULT_CHECKPOINT_DIR: Final = "/tmp/checkpoints"
+
+
+def pvc_claim(uri: str) -> str | None:
+    """The claim of a ``pvc://<claim>/<path>`` URI, else None."""
+    if not uri.startswith(PVC_SCHEME):
+        return None
+    claim = uri[len(PVC_SCHEME) :].split("/", 1)[0]
+    return claim or None
+
+
+def local_path(uri: str) -> str:
+    """Where a URI is readable inside the pod: ``pvc://c/p`` -> ``/mnt/pvc/c/p``, ``file:///p`` -> ``/p``,
+    anything else unchanged (http(s)://, s3://, gs:// and plain paths)."""
+    if uri.startswith(PVC_SCHEME):
+        return f"{PVC_MOUNT_ROOT}/{uri[len(PVC_SCHEME) :]}"
+    if uri.startswith("file://"):
+        return uri[len("file://") :]
+    return uri
