@@ -13,11 +13,9 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 import local_cluster
-from tests.support.kube import Kube, wait_until
+from tests.support.kube import Kube, create_namespace, delete_namespace
 
 
 @pytest.fixture(scope="session")
@@ -47,21 +45,6 @@ def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     marker = request.node.get_closest_marker("namespace_labels")
     if marker:
         labels.update(marker.args[0])
-    kube.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-
-    def default_sa_exists() -> bool:
-        try:
-            kube.core.read_namespaced_service_account("default", name)
-        except ApiException as error:
-            if error.status == 404:
-                return False
-            raise
-        return True
-
-    wait_until(default_sa_exists, timeout=30, message=f"default ServiceAccount in {name}")
+    create_namespace(kube, name, labels)
     yield name
-    try:
-        kube.core.delete_namespace(name, propagation_policy="Background")
-    except ApiException as error:
-        if error.status != 404:
-            raise
+    delete_namespace(kube, name)

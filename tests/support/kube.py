@@ -76,3 +76,32 @@ def wait_until(
             text = message() if callable(message) else message
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {text}")
         time.sleep(interval)
+
+
+def create_namespace(kube: Kube, name: str, labels: dict[str, str] | None = None) -> str:
+    """Create a namespace and wait for its default ServiceAccount (pods cannot be admitted before it)."""
+    from kubernetes.client.exceptions import ApiException
+
+    kube.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+
+    def default_sa_exists() -> bool:
+        try:
+            kube.core.read_namespaced_service_account("default", name)
+        except ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    wait_until(default_sa_exists, timeout=30, message=f"default ServiceAccount in {name}")
+    return name
+
+
+def delete_namespace(kube: Kube, name: str) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        kube.core.delete_namespace(name, propagation_policy="Background")
+    except ApiException as error:
+        if error.status != 404:
+            raise
