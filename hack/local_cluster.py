@@ -455,8 +455,8 @@ def wait_for(
             return
         if process.poll() is not None:
             raise ClusterError(
-                f"{component} exited with code {process.returncode} while waiting for {description}; last lines of "
-                f"{state.log_file(component)}:\n{_tail(state.log_file(component))}"
+                f"{component} exited with code {process.returncode} while waiting for {description}; "
+                f"last lines of {state.log_file(component)}:\n{_tail(state.log_file(component))}"
             )
         time.sleep(0.25)
     raise ClusterError(

@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from mlops_operator.controllers import settings
+from mlops_operator.controllers import settings, trainingjob
 
-__all__ = ["settings"]
+__all__ = ["settings", "trainingjob"]

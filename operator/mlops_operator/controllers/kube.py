@@ -1,0 +1,165 @@
+"""The operator's Kubernetes client: server-side apply with one field manager, status patches, reads of
+children and events, with retries on transient apiserver errors (429, 5xx, connection resets, 409).
+
+Synchronous (the kubernetes client); kopf runs sync handlers in its thread pool.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from mlops_operator.api.v1alpha1 import FIELD_MANAGER, GROUP, VERSION
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: URL path segments of the kinds the operator manages: (api prefix, plural).
+_PATHS: Final = {
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "Pod"): ("/api/v1", "pods"),
+    ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
+    (f"{GROUP}/{VERSION}", "TrainingJob"): (f"/apis/{GROUP}/{VERSION}", "trainingjobs"),
+}
+RETRIABLE_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
+
+_client_lock = threading.Lock()
+_client: client.ApiClient | None = None
+
+
+def api_client() -> client.ApiClient:
+    """One shared ApiClient: in-cluster config when running in a pod, else the kubeconfig."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config()  # type: ignore[no-untyped-call]
+            _client = client.ApiClient()
+        return _client
+
+
+def with_retries(call: Callable[[], T], attempts: int = 5, base_delay: float = 0.2) -> T:
+    """Run ``call``, retrying transient apiserver failures with exponential backoff and jitter
+    (honouring Retry-After on 429)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except ApiException as error:
+            if error.status not in RETRIABLE_STATUS or attempt == attempts:
+                raise
+            retry_after = (error.headers or {}).get("Retry-After") if error.status == 429 else None
+            delay = float(retry_after) if retry_after else base_delay * 2 ** (attempt - 1)
+        except (urllib3.exceptions.HTTPError, ConnectionError) as error:
+            if attempt == attempts:
+                raise
+            delay = base_delay * 2 ** (attempt - 1)
+            logger.debug("transient error %s, retrying", error)
+        time.sleep(delay * (1 + random.random() / 4))
+    raise AssertionError("unreachable")
+
+
+def _path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    try:
+        prefix, plural = _PATHS[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"the operator does not manage {api_version} {kind}") from None
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    return f"{path}/{name}" if name else path
+
+
+def _call(
+    method: str,
+    path: str,
+    body: Any = None,
+    query: list[tuple[str, str]] | None = None,
+    content_type: str = "application/json",
+) -> Any:
+    api = api_client()
+    serialized = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=query or [],
+        header_params={"Accept": "application/json", "Content-Type": content_type},
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    response = api.call_api(*serialized)
+    response.read()  # type: ignore[no-untyped-call]
+    text = response.data.decode() if response.data else ""
+    if not 200 <= response.status <= 299:
+        raise ApiException.from_response(http_resp=response, body=text, data=None)
+    return json.loads(text) if text else None
+
+
+def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Server-side apply ``manifest`` with the operator's field manager (force: the operator owns its
+    children's fields). Idempotent: applying the same manifest twice changes nothing."""
+    metadata = manifest["metadata"]
+    path = _path(manifest["apiVersion"], manifest["kind"], metadata["namespace"], metadata["name"])
+    query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+    result: dict[str, Any] = with_retries(
+        lambda: _call("PATCH", path, dict(manifest), query, "application/apply-patch+yaml")
+    )
+    return result
+
+
+def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """The object, or None when it does not exist."""
+    try:
+        result: dict[str, Any] = with_retries(lambda: _call("GET", _path(api_version, kind, namespace, name)))
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return result
+
+
+def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    path = _path(api_version, kind, namespace)
+    result = with_retries(lambda: _call("GET", path, query=[("labelSelector", label_selector)]))
+    return list(result.get("items") or [])
+
+
+def patch_status(api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    """Merge-patch the status subresource (lists such as conditions are replaced whole)."""
+    path = _path(api_version, kind, namespace, name) + "/status"
+    with_retries(
+        lambda: _call("PATCH", path, {"status": dict(status)}, content_type="application/merge-patch+json")
+    )
+
+
+def scheduler_messages(namespace: str, pod_names: list[str]) -> dict[str, str]:
+    """Latest FailedScheduling message per pod (what the scheduler said about why it cannot place it)."""
+    if not pod_names:
+        return {}
+    core = client.CoreV1Api(api_client())
+    wanted = set(pod_names)
+    events = with_retries(
+        lambda: core.list_namespaced_event(
+            namespace, field_selector="reason=FailedScheduling,involvedObject.kind=Pod"
+        )
+    )
+    latest: dict[str, tuple[str, str]] = {}
+    for event in events.items:
+        name = event.involved_object.name
+        if name not in wanted:
+            continue
+        stamp = str(event.last_timestamp or event.event_time or event.metadata.creation_timestamp or "")
+        if name not in latest or stamp >= latest[name][0]:
+            latest[name] = (stamp, event.message or "")
+    return {name: message for name, (_, message) in latest.items()}

@@ -1,0 +1,118 @@
+"""Pieces every builder shares: child names, the ``mlops.dev/`` labels, owner references and the
+Pod Security ``restricted`` security contexts. Pure functions of their arguments; no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mlops_operator.api.v1alpha1 import API_VERSION, LABEL_PREFIX
+
+#: Kubernetes' limit for names that become label values or hostnames (Jobs, Services, pods' hostnames).
+MAX_DNS_LABEL: Final = 63
+
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+MANAGED_BY: Final = "mlops-operator"
+
+#: Annotation on pods naming their owning custom resource exactly (labels may be shortened).
+OWNER_NAME_ANNOTATION: Final = f"{LABEL_PREFIX}owner-name"
+
+#: UID/GID the runtime image's non-root user has.
+RUNTIME_UID: Final = 1000
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The custom resource that owns a child: what an ownerReference and the labels need."""
+
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Owner:
+        metadata = body["metadata"]
+        return cls(
+            kind=body["kind"], name=metadata["name"], namespace=metadata["namespace"], uid=metadata["uid"]
+        )
+
+    @property
+    def label_key(self) -> str:
+        """``mlops.dev/trainingjob`` etc.: the label naming the owner on every child."""
+        return f"{LABEL_PREFIX}{self.kind.lower()}"
+
+    @property
+    def label_value(self) -> str:
+        return child_name(self.name)
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+
+def child_name(owner_name: str, suffix: str = "", limit: int = MAX_DNS_LABEL) -> str:
+    """A deterministic child name within ``limit`` characters: ``<owner>[-<suffix>]``, with the owner's
+    name shortened and made unique by a hash when it is too long."""
+    tail = f"-{suffix}" if suffix else ""
+    name = f"{owner_name}{tail}"
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(owner_name.encode()).hexdigest()[:8]
+    keep = limit - len(tail) - len(digest) - 1
+    return f"{owner_name[:keep].rstrip('-.')}-{digest}{tail}"
+
+
+def labels(owner: Owner, component: str) -> dict[str, str]:
+    """Labels of every child: who manages it, which custom resource it belongs to, what it is.
+    The owner label's value is the owner's name (shortened with a hash past 63 characters: label values
+    are limited); the exact name is in the ``mlops.dev/owner-name`` annotation of pods."""
+    return {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_PART_OF: "mlops-operator",
+        LABEL_COMPONENT: component,
+        owner.label_key: owner.label_value,
+    }
+
+
+def child_metadata(
+    owner: Owner, name: str, component: str, extra_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**labels(owner, component), **(extra_labels or {})},
+        "ownerReferences": [owner.owner_reference()],
+    }
+
+
+def restricted_pod_security_context() -> dict[str, Any]:
+    """Pod-level settings the Pod Security ``restricted`` profile requires."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
+        "fsGroup": RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def restricted_container_security_context() -> dict[str, Any]:
+    """Container-level settings the Pod Security ``restricted`` profile requires (plus a read-only root)."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
