@@ -150,7 +150,7 @@ def test_failure_uses_the_trainers_termination_message() -> None:
                 "type": "Failed",
                 "status": "True",
                 "reason": "PodFailurePolicy",
-                "message": "Container trainer for pod ns/m-0 failed with exit code 3 matching FailJob rule at index 0",
+                "message": "Container trainer for pod ns/m-0 failed with exit code 3 matching FailJob rule",
             }
         ]
     )
