@@ -99,3 +99,33 @@ def local_path(uri: str) -> str:
     if uri.startswith("file://"):
         return uri[len("file://") :]
     return uri
+
+# --- what the controller puts into a model-server pod -------------------------------------------------------
+ENV_MODEL_NAME: Final = "MLOPS_MODEL_NAME"
+ENV_MODEL_VERSION: Final = "MLOPS_MODEL_VERSION"
+#: ``models:/<name>/<version>``: always a pinned version (the controller resolves aliases).
+ENV_MODEL_URI: Final = "MLOPS_MODEL_URI"
+ENV_MODELDEPLOYMENT_NAME: Final = "MLOPS_MODELDEPLOYMENT_NAME"
+#: ``primary``, ``challenger`` (canary share of traffic) or ``shadow`` (mirrored traffic, answers discarded).
+ENV_SERVING_ROLE: Final = "MLOPS_SERVING_ROLE"
+ENV_SERVER_PORT: Final = "MLOPS_SERVER_PORT"
+DEFAULT_SERVER_PORT: Final = 8080
+#: JSON-lines file of sampled requests/responses (unset: no sampling) and the sampled fraction.
+ENV_INFERENCE_LOG: Final = "MLOPS_INFERENCE_LOG"
+ENV_LOG_SAMPLE_RATE: Final = "MLOPS_LOG_SAMPLE_RATE"
+#: Requests processed at once before the server answers 503 + Retry-After.
+ENV_MAX_INFLIGHT: Final = "MLOPS_MAX_INFLIGHT"
+
+# --- what the model server exports on /metrics (the DriftPolicy controller reads the feature counters) -----
+METRIC_REQUESTS: Final = "mlops_inference_requests_total"  # labels: endpoint, code
+METRIC_LATENCY: Final = "mlops_inference_request_duration_seconds"  # histogram; labels: endpoint
+METRIC_INFLIGHT: Final = "mlops_inference_inflight_requests"  # gauge
+METRIC_MODEL_INFO: Final = "mlops_model_info"  # gauge = 1; labels: model, version, role
+METRIC_PREDICTIONS: Final = "mlops_predictions_total"  # labels: output (class label or value bin)
+#: Rows seen per feature bin of the reference profile; labels: feature, bin (index as a string).
+METRIC_FEATURE_BIN: Final = "mlops_feature_bin_total"
+#: Rows seen per category of a categorical feature; labels: feature, category ("__other__" for unlisted).
+METRIC_FEATURE_CATEGORY: Final = "mlops_feature_category_total"
+#: Missing values per feature; labels: feature.
+METRIC_FEATURE_MISSING: Final = "mlops_feature_missing_total"
+OTHER_CATEGORY: Final = "__other__"
