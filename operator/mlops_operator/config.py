@@ -4,6 +4,7 @@
   (default ghcr.io/mlops-operator/runtime:<version>).
 - MLOPS_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI): MLflow server when a spec names none.
 - MLOPS_PROGRESS_INTERVAL_SECONDS: how often unfinished TrainingJobs are re-observed (default 10).
+- MLOPS_RESOLVE_INTERVAL_SECONDS: how often ModelDeployments re-resolve their MLflow alias (default 30).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class OperatorConfig:
     runtime_image: str
     mlflow_tracking_uri: str | None
     progress_interval_seconds: float
+    resolve_interval_seconds: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -33,4 +35,5 @@ class OperatorConfig:
             or env.get("MLFLOW_TRACKING_URI")
             or None,
             progress_interval_seconds=float(env.get("MLOPS_PROGRESS_INTERVAL_SECONDS", "10")),
+            resolve_interval_seconds=float(env.get("MLOPS_RESOLVE_INTERVAL_SECONDS", "30")),
         )

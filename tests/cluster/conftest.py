@@ -30,9 +30,12 @@ def crds(kube: Kube) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def operator(cluster: local_cluster.ClusterInfo, crds: list[str]) -> Iterator[OperatorProcess]:
+def operator(
+    cluster: local_cluster.ClusterInfo, crds: list[str], mlflow_server: str
+) -> Iterator[OperatorProcess]:
     log = Path(cluster.state_dir) / "logs" / f"operator-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    process = OperatorProcess(cluster, ["*", f"!{ISOLATED_PREFIX}*"], log).start()
+    env = {"MLOPS_MLFLOW_TRACKING_URI": mlflow_server}
+    process = OperatorProcess(cluster, [f"!{ISOLATED_PREFIX}*"], log, env).start()
     yield process
     process.stop()
 

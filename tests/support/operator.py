@@ -47,6 +47,7 @@ class OperatorProcess:
             "KUBECONFIG": self.cluster.kubeconfig,
             "MLOPS_RUNTIME_IMAGE": "ghcr.io/mlops-operator/runtime:test",
             "MLOPS_PROGRESS_INTERVAL_SECONDS": "2",
+            "MLOPS_RESOLVE_INTERVAL_SECONDS": "2",
             **self.extra_env,
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

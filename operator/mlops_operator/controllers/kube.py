@@ -33,6 +33,8 @@ _PATHS: Final = {
     ("autoscaling/v2", "HorizontalPodAutoscaler"): ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     (f"{GROUP}/{VERSION}", "TrainingJob"): (f"/apis/{GROUP}/{VERSION}", "trainingjobs"),
+    (f"{GROUP}/{VERSION}", "ModelDeployment"): (f"/apis/{GROUP}/{VERSION}", "modeldeployments"),
+    (f"{GROUP}/{VERSION}", "DriftPolicy"): (f"/apis/{GROUP}/{VERSION}", "driftpolicies"),
 }
 RETRIABLE_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
 
@@ -133,6 +135,28 @@ def list_objects(api_version: str, kind: str, namespace: str, label_selector: st
     path = _path(api_version, kind, namespace)
     result = with_retries(lambda: _call("GET", path, query=[("labelSelector", label_selector)]))
     return list(result.get("items") or [])
+
+
+def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
+    """Delete with background propagation; already gone is fine."""
+    path = _path(api_version, kind, namespace, name)
+    body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    try:
+        with_retries(lambda: _call("DELETE", path, body))
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def list_all(api_version: str, kind: str) -> list[dict[str, Any]]:
+    """Every object of a kind in every namespace."""
+    prefix, plural = _PATHS[(api_version, kind)]
+    result = with_retries(lambda: _call("GET", f"{prefix}/{plural}"))
+    items: list[dict[str, Any]] = result.get("items") or []
+    for item in items:  # list items carry no apiVersion/kind
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
+    return items
 
 
 def patch_status(api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:

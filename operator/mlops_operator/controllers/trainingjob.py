@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -27,13 +27,16 @@ from mlops_operator.api.v1alpha1.trainingjob import (
     TrainingJobStatus,
 )
 from mlops_operator.config import OperatorConfig
-from mlops_operator.controllers import kube
-from mlops_operator.controllers.trainingjob_status import (
-    READY,
-    RunObservation,
+from mlops_operator.controllers import kube, resync
+from mlops_operator.controllers.common import (
+    RETRY_BACKOFF_SECONDS,
     Transition,
-    observe,
+    describe_validation_error,
+    operator_config,
+    publish,
 )
+from mlops_operator.controllers.trainingjob_status import READY, RunObservation, observe
+from mlops_operator.mlflow_registry import registry_for
 from mlops_operator.resources.common import OWNER_NAME_ANNOTATION, Owner
 from mlops_operator.resources.trainingjob import (
     TrainingDefaults,
@@ -48,23 +51,31 @@ SPEC_APPLIED: Final = "SpecApplied"
 
 logger = logging.getLogger(__name__)
 
-#: Reads the latest MLflow run of a TrainingJob (namespace, name, uid); replaced in tests.
-RunReader = Callable[[str, str, str, str | None], RunObservation | None]
+#: Reads the latest MLflow run of a TrainingJob: (uid, tracking URI, experiment) -> observation.
+RunReader = Callable[[str, str | None, str], RunObservation | None]
 
 
-def _no_runs(namespace: str, name: str, uid: str, tracking_uri: str | None) -> RunObservation | None:
-    return None
+def read_run_from_mlflow(uid: str, tracking_uri: str | None, experiment: str) -> RunObservation | None:
+    """The latest attempt's run in MLflow (None without a tracking URI or before the run exists)."""
+    if not tracking_uri:
+        return None
+    view = registry_for(tracking_uri).observe_training_job(uid, experiments=[experiment])
+    if view is None:
+        return None
+    return RunObservation(
+        run_id=view.run_id,
+        epoch=view.epoch,
+        total_epochs=view.total_epochs,
+        metrics=view.metrics,
+        dataset_digest=view.dataset_digest,
+        model_version=view.model_version,
+        model_uri=view.model_uri,
+        gate=view.gate,
+        update_time=view.update_time,
+    )
 
 
-run_reader: RunReader = _no_runs
-_config: OperatorConfig | None = None
-
-
-def operator_config() -> OperatorConfig:
-    global _config
-    if _config is None:
-        _config = OperatorConfig.from_env()
-    return _config
+run_reader: RunReader = read_run_from_mlflow
 
 
 def _defaults() -> TrainingDefaults:
@@ -74,36 +85,13 @@ def _defaults() -> TrainingDefaults:
     )
 
 
-def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:
-    """``spec.dataset.target: Field required; spec.trainer: ...`` with camelCase field paths."""
-    parts = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in (prefix, *item["loc"]))
-        parts.append(f"{location}: {item['msg']}")
-    return "; ".join(parts)
-
-
 # ----------------------------------------------------------------------------------------------- handlers
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
+@kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 def reconcile_handler(body: kopf.Body, **_: Any) -> None:
-    reconcile(plain(body))
-
-
-@kopf.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=OperatorConfig.from_env().progress_interval_seconds,
-    initial_delay=2,
-    idle=None,
-    when=lambda status, **_: (status or {}).get("phase") not in FINISHED_PHASES,
-)
-def refresh_handler(body: kopf.Body, **_: Any) -> None:
-    """While a job is unfinished: pick up MLflow progress and anything the watches missed."""
     reconcile(plain(body))
 
 
@@ -153,7 +141,7 @@ def reconcile(body: Mapping[str, Any]) -> TrainingJobStatus:
     )
     pending = [p["metadata"]["name"] for p in pods if p.get("status", {}).get("phase") == "Pending"]
     tracking_uri = (spec.mlflow.tracking_uri if spec.mlflow else None) or defaults.mlflow_tracking_uri
-    run = _read_run(owner, tracking_uri) if job else None
+    run = _read_run(owner, tracking_uri, spec.experiment_name) if job else None
     observation = observe(
         spec,
         generation,
@@ -203,9 +191,9 @@ def _reason(error: ApiException) -> str:
     return message or str(error.reason)
 
 
-def _read_run(owner: Owner, tracking_uri: str | None) -> RunObservation | None:
+def _read_run(owner: Owner, tracking_uri: str | None, experiment: str) -> RunObservation | None:
     try:
-        return run_reader(owner.namespace, owner.name, owner.uid, tracking_uri)
+        return run_reader(owner.uid, tracking_uri, experiment)
     except Exception as error:  # MLflow down must not stop Kubernetes-side status from updating
         logger.warning("reading MLflow run of %s/%s failed: %s", owner.namespace, owner.name, error)
         return None
@@ -234,23 +222,13 @@ def _publish(
     status: TrainingJobStatus,
     transitions: list[Transition],
 ) -> None:
-    new = status.to_dict()
-    if new != previous.to_dict():
-        metadata = body["metadata"]
-        kube.patch_status(
-            API_VERSION, KIND, metadata["namespace"], metadata["name"], _with_removals(previous, new)
-        )
-    for transition in transitions:
-        # kopf only reads apiVersion/kind/metadata of the body to build the Event's involvedObject.
-        kopf.event(
-            cast(kopf.Body, body), type=transition.type, reason=transition.reason, message=transition.message
-        )
+    publish(body, previous.to_dict(), status.to_dict(), transitions)
 
 
-def _with_removals(previous: TrainingJobStatus, new: dict[str, Any]) -> dict[str, Any]:
-    """A merge patch must null out fields that disappeared (e.g. ``failure`` after a fix)."""
-    patch: dict[str, Any] = dict(new)
-    for key in previous.to_dict():
-        if key not in new:
-            patch[key] = None
-    return patch
+resync.register(
+    API_VERSION,
+    KIND,
+    interval=OperatorConfig.from_env().progress_interval_seconds,
+    reconcile=reconcile,
+    when=lambda body: (body.get("status") or {}).get("phase") not in FINISHED_PHASES,
+)

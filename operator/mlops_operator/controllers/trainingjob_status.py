@@ -23,6 +23,7 @@ from mlops_operator.api.v1alpha1.trainingjob import (
     TrainingPhase,
     TrainingProgress,
 )
+from mlops_operator.controllers.common import Transition
 from mlops_operator.resources.trainingjob import CONTAINER_NAME
 
 # Condition types, like kubeflow/trainer's constants.
@@ -59,15 +60,6 @@ class RunObservation:
     model_uri: str | None = None
     gate: GateResult | None = None
     update_time: dt.datetime | None = None
-
-
-@dataclass(frozen=True)
-class Transition:
-    """Something that changed and deserves a Kubernetes Event on the TrainingJob."""
-
-    type: str  # Normal | Warning
-    reason: str
-    message: str
 
 
 @dataclass

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from mlops_operator.api.v1alpha1 import API_VERSION, LABEL_PREFIX
+from mlops_operator.api.v1alpha1 import pod_contract as pc
+from mlops_operator.api.v1alpha1.common import MlflowConnection
 
 #: Kubernetes' limit for names that become label values or hostnames (Jobs, Services, pods' hostnames).
 MAX_DNS_LABEL: Final = 63
@@ -116,3 +118,24 @@ def restricted_container_security_context() -> dict[str, Any]:
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
     }
+
+
+def mlflow_env(
+    connection: MlflowConnection | None, default_tracking_uri: str | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(env, envFrom) of a container that talks to MLflow: the tracking URI (the spec's, else the
+    operator's) and the credentials Secret, key by key when keys are listed, else whole."""
+    tracking_uri = (connection.tracking_uri if connection else None) or default_tracking_uri
+    env: list[dict[str, Any]] = []
+    env_from: list[dict[str, Any]] = []
+    if tracking_uri:
+        env.append({"name": pc.ENV_MLFLOW_TRACKING_URI, "value": tracking_uri})
+    secret = connection.secret_ref if connection else None
+    if secret and secret.keys:
+        env.extend(
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
+            for key in secret.keys
+        )
+    elif secret:
+        env_from.append({"secretRef": {"name": secret.name}})
+    return env, env_from

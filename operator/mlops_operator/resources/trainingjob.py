@@ -22,6 +22,7 @@ from mlops_operator.resources.common import (
     child_metadata,
     child_name,
     labels,
+    mlflow_env,
     restricted_container_security_context,
     restricted_pod_security_context,
 )
@@ -211,22 +212,13 @@ def _env(owner: Owner, spec: TrainingJobSpec, defaults: TrainingDefaults) -> lis
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HOME", "value": pc.SCRATCH_DIR},
     ]
-    tracking_uri = spec.mlflow.tracking_uri if spec.mlflow and spec.mlflow.tracking_uri else None
-    tracking_uri = tracking_uri or defaults.mlflow_tracking_uri
-    if tracking_uri:
-        env.append({"name": pc.ENV_MLFLOW_TRACKING_URI, "value": tracking_uri})
+    env.extend(mlflow_env(spec.mlflow, defaults.mlflow_tracking_uri)[0])
     if spec.trainer.hyperparameters:
         env.append(
             {
                 "name": "MLOPS_HYPERPARAMETERS",
                 "value": json.dumps(spec.trainer.hyperparameters, sort_keys=True),
             }
-        )
-    secret = spec.mlflow.secret_ref if spec.mlflow else None
-    if secret and secret.keys:
-        env.extend(
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": secret.name, "key": key}}}
-            for key in secret.keys
         )
     for var in spec.trainer.env or ():
         env.append(var.to_dict())
@@ -316,9 +308,9 @@ def pod_template(owner: Owner, spec: TrainingJobSpec, defaults: TrainingDefaults
     }
     if args:
         container["args"] = args
-    secret = spec.mlflow.secret_ref if spec.mlflow else None
-    if secret and not secret.keys:
-        container["envFrom"] = [{"secretRef": {"name": secret.name}}]
+    env_from = mlflow_env(spec.mlflow, defaults.mlflow_tracking_uri)[1]
+    if env_from:
+        container["envFrom"] = env_from
     if spec.resources.nodes > 1 or spec.resources.world_size > 1:
         container["ports"] = [{"name": "rendezvous", "containerPort": pc.DEFAULT_MASTER_PORT}]
     extra = spec.pod_metadata

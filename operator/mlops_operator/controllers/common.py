@@ -1,0 +1,66 @@
+"""What every controller shares: the operator's config, readable validation errors, Events for
+transitions, and status patches sent only when the status changed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from mlops_operator.config import OperatorConfig
+from mlops_operator.controllers import kube
+
+#: Delay before kopf retries a reconcile that raised (an apiserver or MLflow hiccup past kube's retries).
+RETRY_BACKOFF_SECONDS = 5
+
+_config: OperatorConfig | None = None
+
+
+def operator_config() -> OperatorConfig:
+    global _config
+    if _config is None:
+        _config = OperatorConfig.from_env()
+    return _config
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Something that changed and deserves a Kubernetes Event on the object."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "spec") -> str:
+    """``spec.dataset.target: Field required; spec.trainer: ...`` with the wire (camelCase) field paths."""
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in (prefix, *item["loc"]))
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def publish(
+    body: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    new: Mapping[str, Any],
+    transitions: list[Transition],
+) -> bool:
+    """Patch the status subresource when ``new`` differs from ``previous`` (fields that disappeared are
+    nulled: a merge patch keeps what it does not mention), then post an Event per transition.
+    Returns whether a patch was sent."""
+    changed = dict(new) != dict(previous)
+    if changed:
+        metadata = body["metadata"]
+        patch = {**new, **{key: None for key in previous if key not in new}}
+        kube.patch_status(body["apiVersion"], body["kind"], metadata["namespace"], metadata["name"], patch)
+    for transition in transitions:
+        # kopf reads only apiVersion/kind/metadata of the body to build the Event's involvedObject.
+        kopf.event(
+            cast(kopf.Body, body), type=transition.type, reason=transition.reason, message=transition.message
+        )
+    return changed

@@ -1,0 +1,194 @@
+"""What a ModelDeployment's status should say, from the versions resolved in MLflow and what its Deployments
+report. Pure: the controller gathers the inputs and patches the result when it differs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mlops_operator.api.v1alpha1.common import VALID, Condition, set_condition, utcnow
+from mlops_operator.api.v1alpha1.modeldeployment import (
+    MAX_ROLLOUT_HISTORY,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    Rollout,
+    RolloutRevision,
+)
+from mlops_operator.controllers.common import Transition
+
+MODEL_RESOLVED: Final = "ModelResolved"
+CHALLENGER_RESOLVED: Final = "ChallengerResolved"
+AVAILABLE: Final = "Available"
+PROGRESSING: Final = "Progressing"
+READY: Final = "Ready"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Outcome of resolving one model reference: a version, or why there is none (reason + message)."""
+
+    version: int | None
+    reason: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.version is not None and self.reason in ("Resolved", "Pinned", "Rollback")
+
+
+@dataclass
+class Observation:
+    status: ModelDeploymentStatus
+    transitions: list[Transition]
+
+
+def _deployment_condition(deployment: Mapping[str, Any] | None, type_: str) -> Mapping[str, Any]:
+    for condition in (deployment or {}).get("status", {}).get("conditions") or ():
+        if condition.get("type") == type_:
+            return condition  # type: ignore[no-any-return]
+    return {}
+
+
+def rollout_complete(deployment: Mapping[str, Any] | None) -> bool:
+    """Like ``kubectl rollout status``: the controller saw the latest spec and every replica is updated and
+    available, with no old replica left."""
+    if deployment is None:
+        return False
+    status = deployment.get("status", {})
+    if status.get("observedGeneration", 0) < deployment.get("metadata", {}).get("generation", 0):
+        return False
+    desired = int(deployment.get("spec", {}).get("replicas", 1))
+    counts = (status.get("updatedReplicas", 0), status.get("replicas", 0), status.get("availableReplicas", 0))
+    return all(int(count) == desired for count in counts)
+
+
+def observe(
+    spec: ModelDeploymentSpec,
+    generation: int | None,
+    previous: ModelDeploymentStatus,
+    primary: Resolution,
+    challenger: Resolution | None,
+    served: tuple[int | None, int | None],
+    deployments: Mapping[str, Mapping[str, Any] | None],
+    url: str,
+    model_uri: str | None,
+    now: dt.datetime | None = None,
+) -> Observation:
+    """``served``: the (primary, challenger) versions actually applied to the Deployments this time.
+    ``deployments``: role -> Deployment as read back (None when absent)."""
+    now = now or utcnow()
+    conditions: list[Condition] = list(previous.conditions)
+    transitions: list[Transition] = []
+
+    def cond(type_: str, status: str, reason: str, message: str = "") -> None:
+        nonlocal conditions
+        old = next((c for c in conditions if c.type == type_), None)
+        conditions = set_condition(conditions, type_, status, reason, message, generation, now)  # type: ignore[arg-type]
+        changed = old is None or (old.status, old.reason) != (status, reason)
+        first_and_fine = old is None and status == "True"
+        if changed and type_ in (MODEL_RESOLVED, CHALLENGER_RESOLVED, AVAILABLE) and not first_and_fine:
+            transitions.append(Transition("Normal" if status == "True" else "Warning", reason, message))
+
+    cond(VALID, "True", "SpecValid", "spec passed validation")
+    cond(MODEL_RESOLVED, "True" if primary.ok else "False", primary.reason, primary.message)
+    if challenger is not None:
+        cond(CHALLENGER_RESOLVED, "True" if challenger.ok else "False", challenger.reason, challenger.message)
+    elif any(c.type == CHALLENGER_RESOLVED for c in conditions):
+        conditions = [c for c in conditions if c.type != CHALLENGER_RESOLVED]
+
+    main = deployments.get("primary")
+    main_status = (main or {}).get("status", {})
+    available = _deployment_condition(main, "Available").get("status") == "True" and (
+        main_status.get("availableReplicas", 0) > 0 or spec.replicas.min == 0
+    )
+    if main is None:
+        cond(AVAILABLE, "False", "NoDeployment", "no model version could be resolved to deploy")
+    elif available:
+        cond(
+            AVAILABLE,
+            "True",
+            "MinimumReplicasAvailable",
+            f"{main_status.get('availableReplicas', 0)} replica(s) available",
+        )
+    else:
+        message = (
+            _deployment_condition(main, "Available").get("message") or "waiting for replicas to become ready"
+        )
+        cond(AVAILABLE, "False", "ReplicasUnavailable", message)
+
+    rolling = [role for role, d in deployments.items() if d is not None and not rollout_complete(d)]
+    if rolling:
+        cond(
+            PROGRESSING,
+            "True",
+            "RollingOut",
+            f"rolling out model version {served[0]} ({', '.join(sorted(rolling))})",
+        )
+    elif main is not None:
+        cond(PROGRESSING, "False", "RolloutComplete", f"serving model version {served[0]}")
+
+    if available and primary.version is not None and served[0] == primary.version:
+        cond(READY, "True", "Serving", f"serving {model_uri}")
+    elif not primary.ok and main is not None and available:
+        cond(READY, "True", "ServingLastKnownVersion", f"serving {model_uri}; {primary.message}")
+    else:
+        reason = primary.reason if not primary.ok else "ReplicasUnavailable"
+        cond(READY, "False", reason, primary.message if not primary.ok else "no replica is ready yet")
+
+    rollout = _rollout(previous.rollout, served, primary, spec, now)
+    if rollout is not previous.rollout and rollout is not None and rollout.history:
+        latest = rollout.history[0]
+        challenger_text = f" (challenger {latest.challenger_version})" if latest.challenger_version else ""
+        transitions.append(
+            Transition(
+                "Normal",
+                latest.reason or "Rollout",
+                f"revision {latest.revision}: model version {latest.version}{challenger_text}",
+            )
+        )
+
+    replicas = sum((d or {}).get("status", {}).get("replicas", 0) for d in deployments.values())
+    ready = sum((d or {}).get("status", {}).get("readyReplicas", 0) for d in deployments.values())
+    status = ModelDeploymentStatus(
+        conditions=conditions,
+        observed_generation=generation,
+        resolved_version=served[0],
+        challenger_version=served[1],
+        model_uri=model_uri,
+        url=url if main is not None else None,
+        replicas=replicas if main is not None else None,
+        ready_replicas=ready if main is not None else None,
+        rollout=rollout,
+    )
+    return Observation(status=status, transitions=transitions)
+
+
+def _rollout(
+    previous: Rollout | None,
+    served: tuple[int | None, int | None],
+    primary: Resolution,
+    spec: ModelDeploymentSpec,
+    now: dt.datetime,
+) -> Rollout | None:
+    version, challenger_version = served
+    if version is None:
+        return previous
+    current = previous.history[0] if previous and previous.history else None
+    if current is not None and (current.version, current.challenger_version) == (version, challenger_version):
+        return previous
+    if primary.reason == "Rollback":
+        reason = "Rollback"
+    elif current is None:
+        reason = "Initial"
+    elif current.version != version and spec.model.alias:
+        reason = "AliasMoved"
+    else:
+        reason = "SpecChanged"
+    revision = (previous.revision if previous else 0) + 1
+    entry = RolloutRevision(
+        revision=revision, version=version, challenger_version=challenger_version, time=now, reason=reason
+    )
+    history = [entry, *(previous.history if previous else [])][:MAX_ROLLOUT_HISTORY]
+    return Rollout(revision=revision, history=history)

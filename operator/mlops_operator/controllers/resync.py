@@ -1,0 +1,128 @@
+"""Periodic resync of objects whose state changes outside Kubernetes (MLflow progress, aliases, drift).
+
+kopf's timers would do this per object, but kopf puts its finalizer on every object with a timer: an object
+then cannot be deleted while the operator is down, and each create costs one more write. Instead one loop
+per operator lists each registered kind every ``interval`` seconds and reconciles the objects that need it
+(in kopf's thread pool, a few at a time), limited to the namespaces the operator watches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import fnmatch
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from mlops_operator.controllers import kube
+
+logger = logging.getLogger(__name__)
+
+#: Reconciles run at once by the resync loop (each is a blocking call in a worker thread).
+CONCURRENCY = 8
+
+
+@dataclass
+class Resync:
+    api_version: str
+    kind: str
+    interval: float
+    reconcile: Callable[[Mapping[str, Any]], Any]
+    when: Callable[[Mapping[str, Any]], bool] = lambda _body: True
+    next_due: float = field(default=0.0)
+
+
+_registry: list[Resync] = []
+_namespace_patterns: list[str] = []
+
+
+def register(
+    api_version: str,
+    kind: str,
+    interval: float,
+    reconcile: Callable[[Mapping[str, Any]], Any],
+    when: Callable[[Mapping[str, Any]], bool] = lambda _body: True,
+) -> None:
+    _registry.append(Resync(api_version, kind, interval, reconcile, when))
+
+
+def set_namespaces(patterns: Sequence[str]) -> None:
+    """The namespace patterns the operator was started with (kopf's syntax); empty: cluster-wide."""
+    _namespace_patterns[:] = list(patterns)
+
+
+def _matches(namespace: str, pattern: str) -> bool:
+    """kopf's pattern syntax: comma-separated globs, ``!`` excludes, a leading exclusion implies ``*``."""
+    globs = [glob.strip() for glob in pattern.split(",")]
+    if not globs or globs[0].startswith("!"):
+        globs.insert(0, "*")
+    matched = first = fnmatch.fnmatch(namespace, globs[0])
+    for glob in globs[1:]:
+        if glob.startswith("!"):
+            matched = matched and not fnmatch.fnmatch(namespace, glob[1:])
+        else:
+            matched = matched or (first and fnmatch.fnmatch(namespace, glob))
+    return matched
+
+
+def watched(namespace: str) -> bool:
+    return not _namespace_patterns or any(_matches(namespace, p) for p in _namespace_patterns)
+
+
+async def _run_due(loop: asyncio.AbstractEventLoop, semaphore: asyncio.Semaphore, entry: Resync) -> None:
+    items = await loop.run_in_executor(None, kube.list_all, entry.api_version, entry.kind)
+    due = [
+        item
+        for item in items
+        if watched(item["metadata"]["namespace"])
+        and item["metadata"].get("deletionTimestamp") is None
+        and entry.when(item)
+    ]
+
+    async def one(item: Mapping[str, Any]) -> None:
+        async with semaphore:
+            try:
+                # kopf.event() & co. read kopf's context variables: carry them into the worker thread.
+                context = contextvars.copy_context()
+                await loop.run_in_executor(None, context.run, entry.reconcile, item)
+            except Exception:
+                name = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
+                logger.exception("resync of %s %s failed", entry.kind, name)
+
+    await asyncio.gather(*(one(item) for item in due))
+
+
+async def _loop() -> None:
+    loop = asyncio.get_running_loop()
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+    while True:
+        now = time.monotonic()
+        for entry in _registry:
+            if now < entry.next_due:
+                continue
+            entry.next_due = now + entry.interval
+            try:
+                await _run_due(loop, semaphore, entry)
+            except Exception:
+                logger.exception("resync of %s failed", entry.kind)
+        await asyncio.sleep(0.5)
+
+
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    now = time.monotonic()
+    for entry in _registry:
+        entry.next_due = now + min(entry.interval, 2.0)
+    memo["resync"] = asyncio.create_task(_loop())
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync")
+    if task is not None:
+        task.cancel()

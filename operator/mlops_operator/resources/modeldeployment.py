@@ -1,0 +1,317 @@
+"""Desired children of a ModelDeployment: the model-server Deployment (a pinned model version in its pod
+template, so a new version is an ordinary rolling update), its Service, an ``autoscaling/v2``
+HorizontalPodAutoscaler, and for a challenger a second Deployment with its own Service.
+
+Canary traffic is split by replica ratio: the main Service selects primary and canary pods alike
+(``mlops.dev/serving: "true"``), so the share follows the replica counts. A shadow challenger is not
+selected by the main Service; the primary servers mirror a share of requests to its Service.
+
+Pure: ``desired_children(...)`` returns manifests as dicts, given the versions the controller resolved.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mlops_operator.api.v1alpha1 import LABEL_PREFIX
+from mlops_operator.api.v1alpha1 import pod_contract as pc
+from mlops_operator.api.v1alpha1.common import GPU_RESOURCE
+from mlops_operator.api.v1alpha1.modeldeployment import DEFAULT_TARGET_CPU_UTILIZATION, ModelDeploymentSpec
+from mlops_operator.resources.common import (
+    Owner,
+    child_metadata,
+    child_name,
+    labels,
+    mlflow_env,
+    restricted_container_security_context,
+    restricted_pod_security_context,
+)
+
+COMPONENT: Final = "model-server"
+CONTAINER_NAME: Final = "server"
+ROLE_LABEL: Final = f"{LABEL_PREFIX}role"
+SERVING_LABEL: Final = f"{LABEL_PREFIX}serving"
+VERSION_LABEL: Final = f"{LABEL_PREFIX}model-version"
+PRIMARY: Final = "primary"
+CHALLENGER: Final = "challenger"
+SHADOW: Final = "shadow"
+#: Per-pod request rate the HPA reads through the custom metrics API (e.g. prometheus-adapter's rule on
+#: ``mlops_inference_requests_total``).
+RPS_METRIC: Final = "mlops_inference_requests_per_second"
+INFERENCE_LOG_DIR: Final = "/var/log/mlops"
+ENV_SHADOW_URL: Final = "MLOPS_SHADOW_URL"
+ENV_SHADOW_PERCENT: Final = "MLOPS_SHADOW_PERCENT"
+
+
+@dataclass(frozen=True)
+class ServingDefaults:
+    """Operator-wide settings a ModelDeployment falls back to."""
+
+    runtime_image: str
+    mlflow_tracking_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedVersions:
+    """What the controller resolved in the registry: the versions to serve now."""
+
+    primary: int
+    challenger: int | None = None
+
+
+def deployment_name(owner: Owner, role: str = PRIMARY) -> str:
+    return child_name(owner.name) if role == PRIMARY else child_name(owner.name, CHALLENGER)
+
+
+def service_name(owner: Owner, role: str | None = None) -> str:
+    return child_name(owner.name) if role is None else child_name(owner.name, role)
+
+
+def url(owner: Owner) -> str:
+    return f"http://{service_name(owner)}.{owner.namespace}.svc:{pc.DEFAULT_SERVER_PORT}"
+
+
+def model_uri(name: str, version: int) -> str:
+    return f"models:/{name}/{version}"
+
+
+def replica_split(spec: ModelDeploymentSpec) -> tuple[int, int]:
+    """(primary, canary) replicas at the minimum size; the canary gets ``trafficPercent`` of the pods,
+    at least one while its share is above zero."""
+    total = max(spec.replicas.min, 1)
+    challenger = spec.challenger
+    if challenger is None or challenger.mode != "canary" or challenger.traffic_percent == 0:
+        return total, 0
+    if challenger.traffic_percent == 100:
+        return 0, total
+    canary = max(1, round(total * challenger.traffic_percent / 100))
+    if canary >= total:  # keep the ratio with a bigger pool instead of starving the primary
+        canary = max(1, math.ceil(challenger.traffic_percent / (100 - challenger.traffic_percent)))
+        return 1, canary
+    return total - canary, canary
+
+
+def desired_children(
+    owner: Owner, spec: ModelDeploymentSpec, versions: ResolvedVersions, defaults: ServingDefaults
+) -> list[dict[str, Any]]:
+    primary_replicas, canary_replicas = replica_split(spec)
+    children = [
+        service(owner, spec),
+        service(owner, spec, PRIMARY),
+        deployment(owner, spec, versions.primary, PRIMARY, primary_replicas, defaults),
+    ]
+    if spec.autoscaling_enabled:
+        children.append(autoscaler(owner, spec))
+    if spec.challenger is not None and versions.challenger is not None:
+        role = CHALLENGER if spec.challenger.mode == "canary" else SHADOW
+        replicas = canary_replicas if role == CHALLENGER else 1
+        children.append(service(owner, spec, CHALLENGER))
+        children.append(deployment(owner, spec, versions.challenger, role, replicas, defaults))
+    return children
+
+
+def _selector(owner: Owner) -> dict[str, str]:
+    return {owner.label_key: owner.label_value}
+
+
+def service(owner: Owner, spec: ModelDeploymentSpec, role: str | None = None) -> dict[str, Any]:
+    """``<name>``: everything that serves (primary + canary); ``<name>-primary`` / ``<name>-challenger``:
+    one role each, for direct calls (and the shadow mirror's target)."""
+    selector = _selector(owner)
+    if role is None:
+        selector[SERVING_LABEL] = "true"
+    else:
+        selector[ROLE_LABEL] = PRIMARY if role == PRIMARY else CHALLENGER
+    service_spec: dict[str, Any] = {
+        "selector": selector,
+        "ports": [{"name": "http", "port": pc.DEFAULT_SERVER_PORT, "targetPort": "http", "protocol": "TCP"}],
+    }
+    service_spec["type"] = spec.service_type if role is None else "ClusterIP"
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": child_metadata(owner, service_name(owner, role), COMPONENT),
+        "spec": service_spec,
+    }
+
+
+def _probe(path: str, period: int, failure_threshold: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failure_threshold,
+    }
+
+
+def _env(
+    owner: Owner, spec: ModelDeploymentSpec, version: int, role: str, defaults: ServingDefaults
+) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": pc.ENV_MODEL_NAME, "value": spec.model.name},
+        {"name": pc.ENV_MODEL_VERSION, "value": str(version)},
+        {"name": pc.ENV_MODEL_URI, "value": model_uri(spec.model.name, version)},
+        {"name": pc.ENV_MODELDEPLOYMENT_NAME, "value": owner.name},
+        {"name": pc.ENV_SERVING_ROLE, "value": role},
+        {"name": pc.ENV_SERVER_PORT, "value": str(pc.DEFAULT_SERVER_PORT)},
+        {"name": "HOME", "value": pc.SCRATCH_DIR},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    env.extend(mlflow_env(spec.mlflow, defaults.mlflow_tracking_uri)[0])
+    if spec.logging.sample_rate > 0:
+        env.append({"name": pc.ENV_INFERENCE_LOG, "value": _inference_log_path(owner, spec, role)})
+        env.append({"name": pc.ENV_LOG_SAMPLE_RATE, "value": str(spec.logging.sample_rate)})
+    challenger = spec.challenger
+    if (
+        role == PRIMARY
+        and challenger is not None
+        and challenger.mode == "shadow"
+        and challenger.traffic_percent
+    ):
+        env.append(
+            {
+                "name": ENV_SHADOW_URL,
+                "value": f"http://{service_name(owner, CHALLENGER)}:{pc.DEFAULT_SERVER_PORT}",
+            }
+        )
+        env.append({"name": ENV_SHADOW_PERCENT, "value": str(challenger.traffic_percent)})
+    return env
+
+
+def _inference_log_path(owner: Owner, spec: ModelDeploymentSpec, role: str) -> str:
+    sink = spec.logging.sink
+    base = pc.local_path(sink) if sink and (sink.startswith(pc.PVC_SCHEME) or sink.startswith("/")) else None
+    return f"{base or INFERENCE_LOG_DIR}/{owner.name}-{role}.jsonl"
+
+
+def deployment(
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    version: int,
+    role: str,
+    replicas: int,
+    defaults: ServingDefaults,
+) -> dict[str, Any]:
+    amounts: dict[str, str] = {"cpu": str(spec.resources.cpu), "memory": str(spec.resources.memory)}
+    if spec.resources.gpus:
+        amounts[GPU_RESOURCE] = str(spec.resources.gpus)
+    mounts: list[dict[str, Any]] = [{"name": "scratch", "mountPath": pc.SCRATCH_DIR}]
+    volumes: list[dict[str, Any]] = [{"name": "scratch", "emptyDir": {}}]
+    sink_claim = pc.pvc_claim(spec.logging.sink) if spec.logging.sink else None
+    if spec.logging.sample_rate > 0:
+        if sink_claim:
+            mounts.append({"name": "inference-log", "mountPath": f"{pc.PVC_MOUNT_ROOT}/{sink_claim}"})
+            volumes.append({"name": "inference-log", "persistentVolumeClaim": {"claimName": sink_claim}})
+        else:
+            mounts.append({"name": "inference-log", "mountPath": INFERENCE_LOG_DIR})
+            volumes.append({"name": "inference-log", "emptyDir": {}})
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec.image or defaults.runtime_image,
+        "command": ["mlops-serve"],
+        "env": _env(owner, spec, version, role, defaults),
+        "ports": [{"name": "http", "containerPort": pc.DEFAULT_SERVER_PORT, "protocol": "TCP"}],
+        "resources": {"requests": dict(amounts), "limits": dict(amounts)},
+        "readinessProbe": _probe("/v2/health/ready", period=5, failure_threshold=3),
+        "livenessProbe": _probe("/v2/health/live", period=10, failure_threshold=6),
+        "startupProbe": _probe("/v2/health/live", period=5, failure_threshold=60),
+        "securityContext": restricted_container_security_context(),
+        "volumeMounts": mounts,
+    }
+    env_from = mlflow_env(spec.mlflow, defaults.mlflow_tracking_uri)[1]
+    if env_from:
+        container["envFrom"] = env_from
+    role_labels = {ROLE_LABEL: PRIMARY if role == PRIMARY else CHALLENGER}
+    pod_labels = {
+        **labels(owner, COMPONENT),
+        **role_labels,
+        SERVING_LABEL: "false" if role == SHADOW else "true",
+        VERSION_LABEL: str(version),
+    }
+    pod_spec: dict[str, Any] = {
+        "securityContext": restricted_pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 30,
+    }
+    scheduling = spec.scheduling
+    if scheduling.node_selector:
+        pod_spec["nodeSelector"] = dict(scheduling.node_selector)
+    tolerations = [t.to_dict() for t in scheduling.tolerations or ()]
+    if spec.resources.gpus and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    if scheduling.priority_class_name:
+        pod_spec["priorityClassName"] = scheduling.priority_class_name
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": {**_selector(owner), **role_labels}},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+        "revisionHistoryLimit": 5,
+        "template": {
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": {f"{LABEL_PREFIX}model-uri": model_uri(spec.model.name, version)},
+            },
+            "spec": pod_spec,
+        },
+    }
+    if role != PRIMARY or not spec.autoscaling_enabled:
+        deployment_spec["replicas"] = replicas  # with an HPA the autoscaler owns spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": child_metadata(
+            owner, deployment_name(owner, role), COMPONENT, {**role_labels, VERSION_LABEL: str(version)}
+        ),
+        "spec": deployment_spec,
+    }
+
+
+def autoscaler(owner: Owner, spec: ModelDeploymentSpec) -> dict[str, Any]:
+    autoscaling = spec.autoscaling
+    metric: dict[str, Any]
+    if autoscaling.target_requests_per_second is not None:
+        metric = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": RPS_METRIC},
+                "target": {
+                    "type": "AverageValue",
+                    "averageValue": _quantity(autoscaling.target_requests_per_second),
+                },
+            },
+        }
+    else:
+        metric = {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {
+                    "type": "Utilization",
+                    "averageUtilization": autoscaling.target_cpu_utilization
+                    or DEFAULT_TARGET_CPU_UTILIZATION,
+                },
+            },
+        }
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": child_metadata(owner, deployment_name(owner), COMPONENT),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment_name(owner)},
+            "minReplicas": max(spec.replicas.min, 1),
+            "maxReplicas": spec.replicas.effective_max,
+            "metrics": [metric],
+        },
+    }
+
+
+def _quantity(value: float) -> str:
+    """A Kubernetes quantity for a rate: integers as is, fractions in milli-units."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{round(value * 1000)}m"
