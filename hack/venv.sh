@@ -29,10 +29,12 @@ fi
 
 ln -sfn "$venv" "$root/.venv"
 
-# Editable install of this checkout (cheap; redone only when the venv points at another checkout).
+# Editable install of this checkout (cheap; redone when the venv points at another checkout or
+# pyproject.toml changed, e.g. a new console script).
 marker=$venv/.editable-source
-if [[ "$(cat "$marker" 2>/dev/null)" != "$root" ]]; then
+wanted="$root $(sha256sum "$root/pyproject.toml" | cut -c1-16)"
+if [[ "$(cat "$marker" 2>/dev/null)" != "$wanted" ]]; then
   log "installing mlops-operator (editable) from $root"
   "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e "$root"
-  echo "$root" >"$marker"
+  echo "$wanted" >"$marker"
 fi
