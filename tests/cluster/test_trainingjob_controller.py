@@ -143,7 +143,7 @@ def test_two_nodes_by_four_gpus_get_indexed_pods_rank_env_and_a_headless_service
         assert env["NODE_RANK"].value_from.field_ref.field_path == (
             "metadata.annotations['batch.kubernetes.io/job-completion-index']"
         )
-        assert pod.spec.containers[0].command[0] == "torchrun"
+        assert pod.spec.containers[0].command == ["mlops-train"]  # it starts torchrun itself
     service = kube.core.read_namespaced_service("ddp-workers", namespace)
     assert service.spec.cluster_ip == "None"
     assert service.metadata.owner_references[0].name == "ddp"

@@ -151,16 +151,7 @@ def test_multi_node_gpu_job_is_an_indexed_job_with_torchrun_and_a_headless_servi
     assert container == {
         "name": "trainer",
         "image": "runtime:1.0",
-        "command": [
-            "torchrun",
-            "--nnodes=$(NNODES)",
-            "--nproc-per-node=$(NPROC_PER_NODE)",
-            "--node-rank=$(NODE_RANK)",
-            "--master-addr=$(MASTER_ADDR)",
-            "--master-port=$(MASTER_PORT)",
-            "-m",
-            "mlops_operator.runtime.train",
-        ],
+        "command": ["mlops-train"],
         "resources": {
             "requests": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"},
             "limits": {"cpu": "16", "memory": "64Gi", "nvidia.com/gpu": "4"},

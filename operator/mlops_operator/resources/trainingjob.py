@@ -165,23 +165,14 @@ def _command(spec: TrainingJobSpec) -> tuple[list[str], list[str] | None]:
     """Container command and args.
 
     The runtime image runs ``mlops-train`` (built-in trainer, or the user's command/script as a child of
-    the trainer so it logs into the same MLflow run); under torchrun when more than one process trains.
-    A user image (``trainer.image``) runs the user's command as it is, with the same environment.
+    the trainer so it logs into the same MLflow run). With more than one process it starts torchrun itself
+    from NNODES/NPROC_PER_NODE and passes on the workers' real exit code (torchrun's own is 1 for any
+    failure, which would hide the non-retriable codes from the podFailurePolicy). A user image
+    (``trainer.image``) runs the user's command as it is, with the same environment.
     """
     trainer = spec.trainer
     if trainer.image and trainer.command:
         return list(trainer.command), list(trainer.args) if trainer.args else None
-    if spec.resources.world_size > 1 and trainer.is_builtin:
-        return [
-            "torchrun",
-            "--nnodes=$(NNODES)",
-            "--nproc-per-node=$(NPROC_PER_NODE)",
-            "--node-rank=$(NODE_RANK)",
-            "--master-addr=$(MASTER_ADDR)",
-            "--master-port=$(MASTER_PORT)",
-            "-m",
-            "mlops_operator.runtime.train",
-        ], None
     return ["mlops-train"], None
 
 
