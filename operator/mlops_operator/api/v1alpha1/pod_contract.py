@@ -100,6 +100,7 @@ def local_path(uri: str) -> str:
         return uri[len("file://") :]
     return uri
 
+
 # --- what the controller puts into a model-server pod -------------------------------------------------------
 ENV_MODEL_NAME: Final = "MLOPS_MODEL_NAME"
 ENV_MODEL_VERSION: Final = "MLOPS_MODEL_VERSION"
@@ -109,6 +110,8 @@ ENV_MODELDEPLOYMENT_NAME: Final = "MLOPS_MODELDEPLOYMENT_NAME"
 #: ``primary``, ``challenger`` (canary share of traffic) or ``shadow`` (mirrored traffic, answers discarded).
 ENV_SERVING_ROLE: Final = "MLOPS_SERVING_ROLE"
 ENV_SERVER_PORT: Final = "MLOPS_SERVER_PORT"
+#: Listen address (default all interfaces); the dev process node sets it to the pod's own address.
+ENV_SERVER_HOST: Final = "MLOPS_SERVER_HOST"
 DEFAULT_SERVER_PORT: Final = 8080
 #: JSON-lines file of sampled requests/responses (unset: no sampling) and the sampled fraction.
 ENV_INFERENCE_LOG: Final = "MLOPS_INFERENCE_LOG"
