@@ -64,6 +64,14 @@ cluster-status: venv ## health of each control-plane component
 run: venv tools ## the main job: local control plane + CRDs + the operator in the foreground (Ctrl-C stops it)
 	@bash hack/run-local.sh
 
+.PHONY: demo
+demo: venv tools ## the whole loop for real: train -> serve -> drift -> retrain -> promote (< 10 min)
+	$(PY) hack/demo.py run
+
+.PHONY: demo-down
+demo-down: venv ## stop everything `make demo` started
+	$(PY) hack/demo.py down
+
 .PHONY: lock
 lock: ## rebuild requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/mlops-lock-venv && python3 -m venv /tmp/mlops-lock-venv

@@ -682,6 +682,8 @@ def env_exports(state: StateDir) -> str:
 
 
 def _register_nodes(info: ClusterInfo, nodes: Sequence[FakeNode]) -> None:
+    if not nodes:
+        return
     manifests = {"apiVersion": "v1", "kind": "List", "items": [node.manifest() for node in nodes]}
     kubectl(
         info,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import local_cluster
+from mlflow_server import MlflowServer, MlflowServerError
 from tests.support.kube import Kube, create_namespace, delete_namespace
-from tests.support.mlflow_server import MlflowServer, MlflowServerError
 from tests.support.operator import OperatorProcess
 
 REPO = Path(__file__).resolve().parents[1]

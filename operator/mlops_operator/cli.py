@@ -17,6 +17,7 @@ def _run(args: argparse.Namespace) -> int:
         standalone=not args.peering,
         liveness_endpoint=args.liveness,
         verbose=args.verbose,
+        metrics_port=args.metrics_port,
     )
     return 0
 
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--liveness", metavar="URL", help="serve a health endpoint, e.g. http://0.0.0.0:8080/healthz"
     )
+    run.add_argument("--metrics-port", type=int, help="serve the operator's Prometheus metrics on this port")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(handler=_run)
 

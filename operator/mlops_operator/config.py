@@ -5,6 +5,8 @@
 - MLOPS_MLFLOW_TRACKING_URI (or MLFLOW_TRACKING_URI): MLflow server when a spec names none.
 - MLOPS_PROGRESS_INTERVAL_SECONDS: how often unfinished TrainingJobs are re-observed (default 10).
 - MLOPS_RESOLVE_INTERVAL_SECONDS: how often ModelDeployments re-resolve their MLflow alias (default 30).
+- MLOPS_DRIFT_SCRAPE_INTERVAL_SECONDS: how often DriftPolicies scrape their model servers (default 15;
+  evaluations still happen every spec.intervalSeconds).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class OperatorConfig:
     mlflow_tracking_uri: str | None
     progress_interval_seconds: float
     resolve_interval_seconds: float = 30.0
+    drift_scrape_interval_seconds: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -36,4 +39,5 @@ class OperatorConfig:
             or None,
             progress_interval_seconds=float(env.get("MLOPS_PROGRESS_INTERVAL_SECONDS", "10")),
             resolve_interval_seconds=float(env.get("MLOPS_RESOLVE_INTERVAL_SECONDS", "30")),
+            drift_scrape_interval_seconds=float(env.get("MLOPS_DRIFT_SCRAPE_INTERVAL_SECONDS", "15")),
         )

@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
+from mlflow_server import free_port
 from mlops_operator.api.v1alpha1 import pod_contract as pc
-from tests.support.mlflow_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 #: Variables of the test process that must not leak into a trainer (it is configured by env only).

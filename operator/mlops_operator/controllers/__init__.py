@@ -3,6 +3,6 @@
 Importing this package registers every handler with kopf's default registry.
 """
 
-from mlops_operator.controllers import modeldeployment, resync, settings, trainingjob
+from mlops_operator.controllers import driftpolicy, modeldeployment, resync, settings, trainingjob
 
-__all__ = ["modeldeployment", "resync", "settings", "trainingjob"]
+__all__ = ["driftpolicy", "modeldeployment", "resync", "settings", "trainingjob"]

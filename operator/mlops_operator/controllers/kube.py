@@ -36,7 +36,9 @@ _PATHS: Final = {
     (f"{GROUP}/{VERSION}", "ModelDeployment"): (f"/apis/{GROUP}/{VERSION}", "modeldeployments"),
     (f"{GROUP}/{VERSION}", "DriftPolicy"): (f"/apis/{GROUP}/{VERSION}", "driftpolicies"),
 }
-RETRIABLE_STATUS: Final = frozenset({409, 429, 500, 502, 503, 504})
+RETRIABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
+#: Conflicts are retried too, except on create, where 409 means "already exists".
+RETRIABLE_CONFLICT: Final = 409
 
 _client_lock = threading.Lock()
 _client: client.ApiClient | None = None
@@ -55,14 +57,17 @@ def api_client() -> client.ApiClient:
         return _client
 
 
-def with_retries(call: Callable[[], T], attempts: int = 5, base_delay: float = 0.2) -> T:
+def with_retries(
+    call: Callable[[], T], attempts: int = 5, base_delay: float = 0.2, retry_conflicts: bool = True
+) -> T:
     """Run ``call``, retrying transient apiserver failures with exponential backoff and jitter
     (honouring Retry-After on 429)."""
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except ApiException as error:
-            if error.status not in RETRIABLE_STATUS or attempt == attempts:
+            conflict = retry_conflicts and error.status == RETRIABLE_CONFLICT
+            if (error.status not in RETRIABLE_STATUS and not conflict) or attempt == attempts:
                 raise
             retry_after = (error.headers or {}).get("Retry-After") if error.status == 429 else None
             delay = float(retry_after) if retry_after else base_delay * 2 ** (attempt - 1)
@@ -117,6 +122,14 @@ def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = with_retries(
         lambda: _call("PATCH", path, dict(manifest), query, "application/apply-patch+yaml")
     )
+    return result
+
+
+def create(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Create an object (409 Conflict when it exists: callers that want create-once semantics rely on it)."""
+    metadata = manifest["metadata"]
+    path = _path(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
+    result: dict[str, Any] = with_retries(lambda: _call("POST", path, dict(manifest)), retry_conflicts=False)
     return result
 
 

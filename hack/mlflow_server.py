@@ -1,4 +1,4 @@
-"""A real MLflow tracking server for the e2e tier: ``mlflow server`` with a SQLite backend and a local
+"""A real MLflow tracking server for tests and the demo: ``mlflow server`` with a SQLite backend and a local
 artifact store in a temporary directory, on 127.0.0.1 and a free port, one worker.
 
 Started in its own process group and stopped by killing that group, so no worker outlives the tests.
