@@ -25,6 +25,8 @@ import pytest
 
 from mlflow_server import free_port
 from mlops_operator.api.v1alpha1 import pod_contract as pc
+from process_node import NodeConfig, ProcessNode
+from tests.e2e.loop_support import TAINT
 
 REPO = Path(__file__).resolve().parents[2]
 #: Variables of the test process that must not leak into a trainer (it is configured by env only).
@@ -283,3 +285,34 @@ def builtin_spec(
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
+
+
+# --- the loop tests: a process node that really runs the operator's pods ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def process_node(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    name = f"e2e-node-{secrets.token_hex(3)}"
+    config = NodeConfig(
+        kubeconfig=cluster.kubeconfig,
+        name=name,
+        state_dir=tmp_path_factory.mktemp("process-node"),
+        cpu="8",
+        memory="16Gi",
+        taints=[TAINT],
+    )
+    node = ProcessNode(config).start()
+    yield name
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def iris_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True)
+    frame = iris.frame.rename(columns=lambda c: c.replace(" (cm)", "").replace(" ", "_"))
+    frame["species"] = [str(iris.target_names[t]) for t in frame.pop("target")]
+    path = tmp_path_factory.mktemp("data") / "iris.csv"
+    frame.to_csv(path, index=False)
+    return path

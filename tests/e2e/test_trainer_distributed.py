@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from mlflow_server import free_port
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.mlflow_registry import Registry
 from mlops_operator.runtime import names
 from tests.e2e.conftest import Datasets, TrainerRunner, builtin_spec, unique
-from tests.support.mlflow_server import free_port
 
 pytestmark = pytest.mark.e2e
 

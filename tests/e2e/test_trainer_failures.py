@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mlflow_server import free_port
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.mlflow_registry import ModelNotFoundError, Registry, RegistryUnavailableError
 from mlops_operator.runtime import names
@@ -22,7 +23,6 @@ from tests.e2e.conftest import (
     classification_frame,
     unique,
 )
-from tests.support.mlflow_server import free_port
 
 pytestmark = pytest.mark.e2e
 

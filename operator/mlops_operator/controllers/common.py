@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import kopf
 from pydantic import ValidationError
 
 from mlops_operator.config import OperatorConfig
@@ -59,8 +58,5 @@ def publish(
         patch = {**new, **{key: None for key in previous if key not in new}}
         kube.patch_status(body["apiVersion"], body["kind"], metadata["namespace"], metadata["name"], patch)
     for transition in transitions:
-        # kopf reads only apiVersion/kind/metadata of the body to build the Event's involvedObject.
-        kopf.event(
-            cast(kopf.Body, body), type=transition.type, reason=transition.reason, message=transition.message
-        )
+        kube.post_event(body, transition.type, transition.reason, transition.message)
     return changed

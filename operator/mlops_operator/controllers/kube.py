@@ -6,9 +6,11 @@ Synchronous (the kubernetes client); kopf runs sync handlers in its thread pool.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import random
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -159,6 +161,41 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
     except ApiException as error:
         if error.status != 404:
             raise
+
+
+def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """A core/v1 Event about ``obj`` (what ``kubectl describe`` shows), from component mlops-operator.
+    Works from any thread (kopf.event needs kopf's task context)."""
+    metadata = obj["metadata"]
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{metadata['name']}.{secrets.token_hex(8)}",
+            "namespace": metadata["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": obj["apiVersion"],
+            "kind": obj["kind"],
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "uid": metadata.get("uid"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "mlops-operator"},
+        "reportingComponent": "mlops-operator",
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
+    path = f"/api/v1/namespaces/{metadata['namespace']}/events"
+    try:
+        with_retries(lambda: _call("POST", path, event), attempts=3)
+    except ApiException as error:  # an Event is best effort: never fail a reconcile for it
+        logger.warning("could not post event %s on %s: %s", reason, metadata["name"], error.reason)
 
 
 def list_all(api_version: str, kind: str) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ per operator lists each registered kind every ``interval`` seconds and reconcile
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import fnmatch
 import logging
 import time
@@ -87,9 +86,7 @@ async def _run_due(loop: asyncio.AbstractEventLoop, semaphore: asyncio.Semaphore
     async def one(item: Mapping[str, Any]) -> None:
         async with semaphore:
             try:
-                # kopf.event() & co. read kopf's context variables: carry them into the worker thread.
-                context = contextvars.copy_context()
-                await loop.run_in_executor(None, context.run, entry.reconcile, item)
+                await loop.run_in_executor(None, entry.reconcile, item)
             except Exception:
                 name = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
                 logger.exception("resync of %s %s failed", entry.kind, name)

@@ -241,6 +241,21 @@ class DriftPolicySpec(ApiModel):
             ),
             field_path=".promotion.mode",
         ),
+        Rule(
+            rule="!has(self.promotion) || !has(self.action) || "
+            "!has(self.action.retrain.template.spec.registration) || "
+            "!has(self.action.retrain.template.spec.registration.alias) || "
+            "self.action.retrain.template.spec.registration.alias != self.promotion.alias",
+            message="action.retrain.template.spec.registration.alias must differ from promotion.alias: the "
+            "retrained version would take the alias at registration, before the promotion gate",
+            check=lambda s: (
+                s.promotion is None
+                or s.action is None
+                or s.action.retrain.template.spec.registration is None
+                or s.action.retrain.template.spec.registration.alias != s.promotion.alias
+            ),
+            field_path=".action.retrain.template.spec.registration.alias",
+        ),
     )
 
     def threshold_for(self, feature: str, method: str) -> float:
