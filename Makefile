@@ -72,6 +72,27 @@ demo: venv tools ## the whole loop for real: train -> serve -> drift -> retrain 
 demo-down: venv ## stop everything `make demo` started
 	$(PY) hack/demo.py down
 
+.PHONY: helm-lint
+helm-lint: tools ## helm lint --strict the chart
+	$$(bash hack/build-tools.sh --print | sed -n 's/^helm=//p') lint --strict charts/mlops-operator
+
+.PHONY: test-chart
+test-chart: venv tools ## the chart, RBAC and Argo CD health checks
+	$(PY) -m pytest -ra tests/cluster/test_helm_chart.py tests/unit/test_argocd_health.py tests/unit/test_chart_images.py
+
+.PHONY: images
+images: ## build the operator and runtime images (needs Docker)
+	docker build -t ghcr.io/mlops-operator/operator:0.1.0 .
+	docker build -f Dockerfile.runtime -t ghcr.io/mlops-operator/runtime:0.1.0 .
+
+.PHONY: kind-up
+kind-up: ## create a kind cluster (needs Docker and kind)
+	bash hack/kind-up.sh
+
+.PHONY: kind-deploy
+kind-deploy: ## build and load the images into kind, helm install the chart
+	bash hack/kind-deploy.sh
+
 .PHONY: lock
 lock: ## rebuild requirements.lock from pyproject.toml in a scratch venv
 	rm -rf /tmp/mlops-lock-venv && python3 -m venv /tmp/mlops-lock-venv

@@ -381,9 +381,7 @@ def run_story() -> None:
     rows = traffic(reference, 200, seed=2)
     send(ip, rows, latencies)
     recent = [ms for _, ms in latencies[-200:]]
-    say(
-        f"200 requests: p50 {statistics.median(recent):.2f} ms, p99 {sorted(recent)[197]:.2f} ms"
-    )
+    say(f"200 requests: p50 {statistics.median(recent):.2f} ms, p99 {sorted(recent)[197]:.2f} ms")
 
     step("3. Watch: a DriftPolicy compares live inputs with the training data's reference profile")
     apply(docs["driftpolicy"])

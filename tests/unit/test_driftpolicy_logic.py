@@ -131,7 +131,8 @@ def test_promotion_needs_a_registered_version_that_passed_every_gate() -> None:
     decision = promotion_decision(spec, status, gate_failed, {}, None)
     assert (decision.action, decision.message) == (
         "reject",
-        "iris-retrain-1 registered no version (GateFailed: test_accuracy 0.61 does not beat champion v1 (0.93))",
+        "iris-retrain-1 registered no version (GateFailed: test_accuracy 0.61 does not beat champion v1 "
+        "(0.93))",
     )
     done = TrainingJobStatus(phase="Succeeded", model_version=2, gate=GateResult(passed=True))
     low = promotion_decision(spec, status, done, {"test_accuracy": 0.85}, None)

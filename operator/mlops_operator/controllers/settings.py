@@ -1,6 +1,8 @@
 """Operator-wide kopf settings: the ``mlops.dev/`` prefix for kopf's own annotations and finalizer,
 peering for HA, watch timeouts and event posting. Applied once at start-up."""
 
+import os
+import random
 from typing import Any
 
 import kopf
@@ -22,6 +24,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.peering.name = PEERING_NAME
     settings.peering.mandatory = False
+    # kopf pauses every peer of equal priority: a random priority makes exactly one replica act (the
+    # highest); the others pause until it is gone. MLOPS_PEERING_PRIORITY pins it.
+    settings.peering.priority = int(os.environ.get("MLOPS_PEERING_PRIORITY") or random.randint(1, 2**30))
     # Server-side watch timeout + client-side guard: a silently stalled watch is re-established.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

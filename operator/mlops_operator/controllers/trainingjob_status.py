@@ -191,8 +191,8 @@ def _phase(
         if spec.scheduling.suspend:
             return "Suspended", None
         return ("Queued" if spec.scheduling.queue_name else "Suspended"), None
-    if counts.running:
-        return "Running", None
+    if counts.running or (counts.succeeded and not counts.pending):
+        return "Running", None  # pods that finished while the Job controller has not concluded yet
     return "Pending", None
 
 
