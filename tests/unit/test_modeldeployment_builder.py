@@ -10,10 +10,9 @@ import pytest
 from mlops_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlops_operator.controllers.common import Transition
 from mlops_operator.controllers.modeldeployment_status import Resolution, observe, rollout_complete
-from mlops_operator.resources.common import Owner
+from mlops_operator.resources.common import Owner, PodDefaults
 from mlops_operator.resources.modeldeployment import (
     ResolvedVersions,
-    ServingDefaults,
     autoscaler,
     deployment,
     desired_children,
@@ -22,7 +21,7 @@ from mlops_operator.resources.modeldeployment import (
 )
 
 OWNER = Owner(kind="ModelDeployment", name="iris", namespace="prod", uid="md-uid")
-DEFAULTS = ServingDefaults(runtime_image="runtime:1.0", mlflow_tracking_uri="http://mlflow:5000")
+DEFAULTS = PodDefaults(runtime_image="runtime:1.0", mlflow_tracking_uri="http://mlflow:5000")
 BASE_LABELS = {
     "app.kubernetes.io/managed-by": "mlops-operator",
     "app.kubernetes.io/part-of": "mlops-operator",

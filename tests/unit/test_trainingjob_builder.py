@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 from mlops_operator.api.v1alpha1.trainingjob import TrainingJobSpec
-from mlops_operator.resources.common import Owner, child_name
+from mlops_operator.resources.common import Owner, PodDefaults, child_name
 from mlops_operator.resources.trainingjob import (
-    TrainingDefaults,
     desired_children,
     headless_service,
     job,
@@ -17,7 +16,7 @@ from mlops_operator.resources.trainingjob import (
 )
 
 OWNER = Owner(kind="TrainingJob", name="resnet", namespace="team-a", uid="0f0e-uid")
-DEFAULTS = TrainingDefaults(runtime_image="runtime:1.0", mlflow_tracking_uri="http://mlflow.mlflow:5000")
+DEFAULTS = PodDefaults(runtime_image="runtime:1.0", mlflow_tracking_uri="http://mlflow.mlflow:5000")
 LABELS = {
     "app.kubernetes.io/managed-by": "mlops-operator",
     "app.kubernetes.io/part-of": "mlops-operator",

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from mlops_operator.config import OperatorConfig
 from mlops_operator.controllers import kube
+from mlops_operator.resources.common import PodDefaults
 
 #: Delay before kopf retries a reconcile that raised (an apiserver or MLflow hiccup past kube's retries).
 RETRY_BACKOFF_SECONDS = 5
@@ -23,6 +24,12 @@ def operator_config() -> OperatorConfig:
     if _config is None:
         _config = OperatorConfig.from_env()
     return _config
+
+
+def pod_defaults() -> PodDefaults:
+    """What pods get when a spec leaves the image or MLflow out."""
+    config = operator_config()
+    return PodDefaults(runtime_image=config.runtime_image, mlflow_tracking_uri=config.mlflow_tracking_uri)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from mlops_operator.controllers.common import (
     RETRY_BACKOFF_SECONDS,
     Transition,
     describe_validation_error,
-    operator_config,
+    pod_defaults,
     publish,
 )
 from mlops_operator.controllers.modeldeployment_status import READY, Resolution, observe
@@ -36,7 +36,6 @@ from mlops_operator.resources.modeldeployment import (
     CHALLENGER,
     PRIMARY,
     ResolvedVersions,
-    ServingDefaults,
     deployment_name,
     desired_children,
     model_uri,
@@ -78,11 +77,6 @@ def resolve_in_registry(
 
 
 resolver: Resolver = resolve_in_registry
-
-
-def _defaults() -> ServingDefaults:
-    config = operator_config()
-    return ServingDefaults(runtime_image=config.runtime_image, mlflow_tracking_uri=config.mlflow_tracking_uri)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
@@ -138,7 +132,7 @@ def reconcile(body: Mapping[str, Any]) -> ModelDeploymentStatus:
         _publish(body, previous, status, [Transition("Warning", "InvalidSpec", message)])
         return status
 
-    defaults = _defaults()
+    defaults = pod_defaults()
     tracking_uri = (spec.mlflow.tracking_uri if spec.mlflow else None) or defaults.mlflow_tracking_uri
     primary = _primary_resolution(spec, metadata.get("annotations") or {}, tracking_uri)
     challenger = (

@@ -32,14 +32,13 @@ from mlops_operator.controllers.common import (
     RETRY_BACKOFF_SECONDS,
     Transition,
     describe_validation_error,
-    operator_config,
+    pod_defaults,
     publish,
 )
 from mlops_operator.controllers.trainingjob_status import READY, RunObservation, observe
 from mlops_operator.mlflow_registry import registry_for
-from mlops_operator.resources.common import OWNER_NAME_ANNOTATION, Owner
+from mlops_operator.resources.common import OWNER_NAME_ANNOTATION, Owner, PodDefaults
 from mlops_operator.resources.trainingjob import (
-    TrainingDefaults,
     desired_children,
     job_name,
     resolved_image,
@@ -76,13 +75,6 @@ def read_run_from_mlflow(uid: str, tracking_uri: str | None, experiment: str) ->
 
 
 run_reader: RunReader = read_run_from_mlflow
-
-
-def _defaults() -> TrainingDefaults:
-    config = operator_config()
-    return TrainingDefaults(
-        runtime_image=config.runtime_image, mlflow_tracking_uri=config.mlflow_tracking_uri
-    )
 
 
 # ----------------------------------------------------------------------------------------------- handlers
@@ -128,7 +120,7 @@ def reconcile(body: Mapping[str, Any]) -> TrainingJobStatus:
     except ValidationError as error:
         return _report_invalid(body, previous, describe_validation_error(error), generation)
 
-    defaults = _defaults()
+    defaults = pod_defaults()
     spec_applied: tuple[bool, str] = (True, "")
     if previous.phase not in FINISHED_PHASES:
         spec_applied = _apply_children(owner, spec, defaults)
@@ -165,7 +157,7 @@ def reconcile(body: Mapping[str, Any]) -> TrainingJobStatus:
     return status
 
 
-def _apply_children(owner: Owner, spec: TrainingJobSpec, defaults: TrainingDefaults) -> tuple[bool, str]:
+def _apply_children(owner: Owner, spec: TrainingJobSpec, defaults: PodDefaults) -> tuple[bool, str]:
     """Apply every desired child; (False, why) when the apiserver refuses a change to a running Job."""
     existing = kube.get("batch/v1", "Job", owner.namespace, job_name(owner))
     for child in desired_children(owner, spec, defaults, job_exists=existing is not None):

@@ -29,6 +29,14 @@ RUNTIME_UID: Final = 1000
 
 
 @dataclass(frozen=True)
+class PodDefaults:
+    """Operator-wide settings a spec falls back to: the runtime image and the MLflow server."""
+
+    runtime_image: str
+    mlflow_tracking_uri: str | None = None
+
+
+@dataclass(frozen=True)
 class Owner:
     """The custom resource that owns a child: what an ownerReference and the labels need."""
 

@@ -21,6 +21,7 @@ from mlops_operator.api.v1alpha1.common import GPU_RESOURCE
 from mlops_operator.api.v1alpha1.modeldeployment import DEFAULT_TARGET_CPU_UTILIZATION, ModelDeploymentSpec
 from mlops_operator.resources.common import (
     Owner,
+    PodDefaults,
     child_metadata,
     child_name,
     labels,
@@ -43,14 +44,6 @@ RPS_METRIC: Final = "mlops_inference_requests_per_second"
 INFERENCE_LOG_DIR: Final = "/var/log/mlops"
 ENV_SHADOW_URL: Final = "MLOPS_SHADOW_URL"
 ENV_SHADOW_PERCENT: Final = "MLOPS_SHADOW_PERCENT"
-
-
-@dataclass(frozen=True)
-class ServingDefaults:
-    """Operator-wide settings a ModelDeployment falls back to."""
-
-    runtime_image: str
-    mlflow_tracking_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +87,7 @@ def replica_split(spec: ModelDeploymentSpec) -> tuple[int, int]:
 
 
 def desired_children(
-    owner: Owner, spec: ModelDeploymentSpec, versions: ResolvedVersions, defaults: ServingDefaults
+    owner: Owner, spec: ModelDeploymentSpec, versions: ResolvedVersions, defaults: PodDefaults
 ) -> list[dict[str, Any]]:
     primary_replicas, canary_replicas = replica_split(spec)
     children = [
@@ -147,7 +140,7 @@ def _probe(path: str, period: int, failure_threshold: int) -> dict[str, Any]:
 
 
 def _env(
-    owner: Owner, spec: ModelDeploymentSpec, version: int, role: str, defaults: ServingDefaults
+    owner: Owner, spec: ModelDeploymentSpec, version: int, role: str, defaults: PodDefaults
 ) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": pc.ENV_MODEL_NAME, "value": spec.model.name},
@@ -192,7 +185,7 @@ def deployment(
     version: int,
     role: str,
     replicas: int,
-    defaults: ServingDefaults,
+    defaults: PodDefaults,
 ) -> dict[str, Any]:
     amounts: dict[str, str] = {"cpu": str(spec.resources.cpu), "memory": str(spec.resources.memory)}
     if spec.resources.gpus:

@@ -9,7 +9,6 @@ server-side apply. Everything the pods need is in their spec (the pod contract i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Final
 
 from mlops_operator.api.v1alpha1 import pod_contract as pc
@@ -19,6 +18,7 @@ from mlops_operator.resources.common import (
     LABEL_COMPONENT,
     OWNER_NAME_ANNOTATION,
     Owner,
+    PodDefaults,
     child_metadata,
     child_name,
     labels,
@@ -36,14 +36,6 @@ KUEUE_QUEUE_LABEL: Final = "kueue.x-k8s.io/queue-name"
 SHM_SIZE: Final = "1Gi"
 
 
-@dataclass(frozen=True)
-class TrainingDefaults:
-    """Operator-wide settings a TrainingJob falls back to when its spec leaves them out."""
-
-    runtime_image: str
-    mlflow_tracking_uri: str | None = None
-
-
 def job_name(owner: Owner) -> str:
     return child_name(owner.name)
 
@@ -52,7 +44,7 @@ def service_name(owner: Owner) -> str:
     return child_name(owner.name, "workers")
 
 
-def resolved_image(spec: TrainingJobSpec, defaults: TrainingDefaults) -> str:
+def resolved_image(spec: TrainingJobSpec, defaults: PodDefaults) -> str:
     """The image the training container runs."""
     if spec.trainer.image:
         return spec.trainer.image
@@ -60,7 +52,7 @@ def resolved_image(spec: TrainingJobSpec, defaults: TrainingDefaults) -> str:
 
 
 def desired_children(
-    owner: Owner, spec: TrainingJobSpec, defaults: TrainingDefaults, job_exists: bool
+    owner: Owner, spec: TrainingJobSpec, defaults: PodDefaults, job_exists: bool
 ) -> list[dict[str, Any]]:
     """Everything the TrainingJob needs, in apply order (the Service first: pods resolve it at start)."""
     children: list[dict[str, Any]] = []
@@ -98,7 +90,7 @@ def _suspend(spec: TrainingJobSpec, job_exists: bool) -> bool | None:
     return False
 
 
-def job(owner: Owner, spec: TrainingJobSpec, defaults: TrainingDefaults, job_exists: bool) -> dict[str, Any]:
+def job(owner: Owner, spec: TrainingJobSpec, defaults: PodDefaults, job_exists: bool) -> dict[str, Any]:
     nodes = spec.resources.nodes
     extra_labels = {KUEUE_QUEUE_LABEL: spec.scheduling.queue_name} if spec.scheduling.queue_name else None
     run_policy = spec.run_policy
@@ -176,7 +168,7 @@ def _command(spec: TrainingJobSpec) -> tuple[list[str], list[str] | None]:
     return ["mlops-train"], None
 
 
-def _env(owner: Owner, spec: TrainingJobSpec, defaults: TrainingDefaults) -> list[dict[str, Any]]:
+def _env(owner: Owner, spec: TrainingJobSpec, defaults: PodDefaults) -> list[dict[str, Any]]:
     resources = spec.resources
     master_addr = f"{job_name(owner)}-0.{service_name(owner)}" if resources.nodes > 1 else "localhost"
     spec_json = json.dumps(trainer_view(spec), sort_keys=True, separators=(",", ":"))
@@ -272,7 +264,7 @@ def _scheduling(spec: TrainingJobSpec) -> dict[str, Any]:
     return out
 
 
-def pod_template(owner: Owner, spec: TrainingJobSpec, defaults: TrainingDefaults) -> dict[str, Any]:
+def pod_template(owner: Owner, spec: TrainingJobSpec, defaults: PodDefaults) -> dict[str, Any]:
     command, args = _command(spec)
     mounts: list[dict[str, Any]] = [
         {"name": "scratch", "mountPath": pc.SCRATCH_DIR},
