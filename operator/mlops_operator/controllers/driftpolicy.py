@@ -45,6 +45,7 @@ from mlops_operator.controllers.common import (
     publish,
 )
 from mlops_operator.controllers.drift_evaluation import evaluate_window, export_metrics
+from mlops_operator.controllers.drift_prometheus import PrometheusUnavailableError, query_window_counts
 from mlops_operator.controllers.drift_window import WindowedCounts, parse_feature_counters
 from mlops_operator.controllers.driftpolicy_status import (
     AWAITING_APPROVAL,
@@ -182,12 +183,19 @@ def reconcile(body: Mapping[str, Any], evaluate: bool = True) -> DriftPolicyStat
     ) or defaults.mlflow_tracking_uri
 
     window = _window_for(owner.namespace, owner.name, spec.target_ref.name)
-    _scrape(owner.namespace, target, window, now)
+    if spec.source is None:  # scrape the servers ourselves; with Prometheus, it keeps the history
+        _scrape(owner.namespace, target, window, now)
     last = previous.last_evaluation
     due = evaluate and (last is None or (now - last.time).total_seconds() >= spec.interval_seconds)
     if due:
         evaluation = _evaluate(
-            spec, window, target_spec.model.name, target_status.resolved_version, tracking_uri, now
+            spec,
+            owner.namespace,
+            window,
+            target_spec.model.name,
+            target_status.resolved_version,
+            tracking_uri,
+            now,
         )
         status, transitions = apply_evaluation(spec, status, evaluation, generation)
         export_metrics(owner.namespace, owner.name, evaluation)
@@ -208,6 +216,7 @@ def _same_reason(status: DriftPolicyStatus, type_: str, reason: str) -> bool:
 
 def _evaluate(
     spec: DriftPolicySpec,
+    namespace: str,
     window: WindowedCounts,
     model: str,
     version: int | None,
@@ -222,7 +231,14 @@ def _evaluate(
         return Evaluation(
             time=now, model_version=version, message=f"no reference profile for {model} v{version}: {error}"
         )
-    counts, _ = window.window(now, dt.timedelta(seconds=spec.window_seconds))
+    if spec.source is not None:
+        url = spec.source.prometheus.url
+        try:
+            counts = query_window_counts(url, namespace, spec.target_ref.name, spec.window_seconds)
+        except PrometheusUnavailableError as error:
+            return Evaluation(time=now, model_version=version, message=str(error))
+    else:
+        counts, _ = window.window(now, dt.timedelta(seconds=spec.window_seconds))
     return evaluate_window(spec, profile, counts, now, version)
 
 
