@@ -459,9 +459,13 @@ class ServerApp:
     ) -> bytes:
         metrics = self._metrics
         if metrics is not None and metrics.predictions is not None:
-            single = outputs.single()
-            if single is not None:
-                metrics.predictions.observe(single)
+            arrays = outputs.arrays
+            if len(arrays) == 1:
+                values = next(iter(arrays.values()))
+                if values.ndim == 1:
+                    metrics.predictions.observe(values)
+                elif values.ndim == 2 and values.shape[1] == 1:
+                    metrics.predictions.observe(values[:, 0])
         if self.logger is not None:
             self.logger.maybe_log(endpoint, batch.rows, batch.columns or batch.tensors, outputs.arrays)
         if endpoint == EP_INVOCATIONS:

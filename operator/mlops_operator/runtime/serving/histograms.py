@@ -87,8 +87,9 @@ class FeatureCounters:
         self._pending_categories: list[list[npt.NDArray[Any]]] = []
         self._pending_rows = 0
         self._small_counts = [0] * self._counts.size
-        self._edge_lists = [inner.tolist() for inner in self._inner]
-        self._offset_list = self._offsets.tolist()
+        self._small_layout = [
+            (int(o), inner.tolist()) for o, inner in zip(self._offsets, self._inner, strict=True)
+        ]
         # where the numeric features sit in an all-double batch's matrix (None: not such a schema)
         self._matrix_index: Any = None
         if all(c.type == "double" and c.required for c in columns) and self.numeric:
@@ -117,10 +118,10 @@ class FeatureCounters:
         ):
             # one-row requests of an all-double model, the common case: bisect in Python right away (cheaper
             # than queueing: nothing is kept alive; bisect_right counts edges <= x like searchsorted "right")
-            counts, edges, offsets = self._small_counts, self._edge_lists, self._offset_list
+            counts, layout = self._small_counts, self._small_layout
             for row in matrix.tolist():
-                for j, value in enumerate(row):
-                    counts[offsets[j] + bisect_right(edges[j], value)] += 1
+                for (offset, edges), value in zip(layout, row, strict=True):
+                    counts[offset + bisect_right(edges, value)] += 1
             return
         if self.numeric:
             if matrix is not None and self._matrix_index is not None:  # required doubles: no NaN
