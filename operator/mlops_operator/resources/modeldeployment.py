@@ -42,8 +42,6 @@ SHADOW: Final = "shadow"
 #: ``mlops_inference_requests_total``).
 RPS_METRIC: Final = "mlops_inference_requests_per_second"
 INFERENCE_LOG_DIR: Final = "/var/log/mlops"
-ENV_SHADOW_URL: Final = "MLOPS_SHADOW_URL"
-ENV_SHADOW_PERCENT: Final = "MLOPS_SHADOW_PERCENT"
 
 
 @dataclass(frozen=True)
@@ -165,11 +163,11 @@ def _env(
     ):
         env.append(
             {
-                "name": ENV_SHADOW_URL,
+                "name": pc.ENV_SHADOW_URL,
                 "value": f"http://{service_name(owner, CHALLENGER)}:{pc.DEFAULT_SERVER_PORT}",
             }
         )
-        env.append({"name": ENV_SHADOW_PERCENT, "value": str(challenger.traffic_percent)})
+        env.append({"name": pc.ENV_SHADOW_PERCENT, "value": str(challenger.traffic_percent)})
     return env
 
 

@@ -116,6 +116,9 @@ DEFAULT_SERVER_PORT: Final = 8080
 #: JSON-lines file of sampled requests/responses (unset: no sampling) and the sampled fraction.
 ENV_INFERENCE_LOG: Final = "MLOPS_INFERENCE_LOG"
 ENV_LOG_SAMPLE_RATE: Final = "MLOPS_LOG_SAMPLE_RATE"
+#: Shadow challenger: the primary mirrors this percent of requests to that URL (answers discarded).
+ENV_SHADOW_URL: Final = "MLOPS_SHADOW_URL"
+ENV_SHADOW_PERCENT: Final = "MLOPS_SHADOW_PERCENT"
 #: Requests processed at once before the server answers 503 + Retry-After.
 ENV_MAX_INFLIGHT: Final = "MLOPS_MAX_INFLIGHT"
 

@@ -24,8 +24,11 @@ from mlops_operator.api.v1alpha1.pod_contract import (
     ENV_MODEL_VERSION,
     ENV_MODELDEPLOYMENT_NAME,
     ENV_POD_NAME,
+    ENV_SERVER_HOST,
     ENV_SERVER_PORT,
     ENV_SERVING_ROLE,
+    ENV_SHADOW_PERCENT,
+    ENV_SHADOW_URL,
 )
 from mlops_operator.runtime.errors import ConfigError
 
@@ -60,8 +63,6 @@ ENV_LOG_FLUSH: Final = "MLOPS_INFERENCE_LOG_FLUSH_SECONDS"
 DEFAULT_LOG_FLUSH_S: Final = 1.0
 
 #: Shadow traffic (set by the controller on primary pods when the challenger runs in shadow mode).
-ENV_SHADOW_URL: Final = "MLOPS_SHADOW_URL"
-ENV_SHADOW_PERCENT: Final = "MLOPS_SHADOW_PERCENT"
 
 PredictMode = Literal["auto", "inline", "thread"]
 PredictPath = Literal["auto", "generic"]
@@ -137,7 +138,7 @@ class ServerConfig:
             deployment=env.get(ENV_MODELDEPLOYMENT_NAME, "").strip(),
             role=role,
             pod=env.get(ENV_POD_NAME, "").strip() or env.get("HOSTNAME", "").strip(),
-            host=args.host or env.get("MLOPS_SERVER_HOST", "").strip() or "0.0.0.0",  # noqa: S104
+            host=args.host or env.get(ENV_SERVER_HOST, "").strip() or "0.0.0.0",  # noqa: S104
             port=port,
             inference_log=env.get(ENV_INFERENCE_LOG, "").strip() or None,
             sample_rate=_float(
