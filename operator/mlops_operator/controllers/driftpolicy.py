@@ -200,12 +200,14 @@ def reconcile(body: Mapping[str, Any], evaluate: bool = True) -> DriftPolicyStat
         status, transitions = apply_evaluation(spec, status, evaluation, generation)
         export_metrics(owner.namespace, owner.name, evaluation)
 
-    status, more = _maybe_retrain(owner, spec, status, now, generation)
-    transitions += more
-    status, more = _maybe_promote(
-        owner, spec, status, metadata, target_spec.model.name, tracking_uri, now, generation
-    )
-    transitions += more
+    phase, retrain = _read_retrain(owner.namespace, status)
+    status, started = _maybe_retrain(owner, spec, status, phase, now, generation)
+    transitions += started
+    if not started:  # a retrain that just started has nothing to promote yet
+        status, more = _maybe_promote(
+            spec, status, phase, retrain, metadata, target_spec.model.name, tracking_uri, now, generation
+        )
+        transitions += more
     _publish(body, previous, status, transitions)
     return status
 
@@ -242,7 +244,8 @@ def _evaluate(
     return evaluate_window(spec, profile, counts, now, version)
 
 
-def _retrain_phase(namespace: str, status: DriftPolicyStatus) -> tuple[str | None, TrainingJobStatus | None]:
+def _read_retrain(namespace: str, status: DriftPolicyStatus) -> tuple[str | None, TrainingJobStatus | None]:
+    """Phase ("Gone" when deleted) and status of the last retrain TrainingJob, if any."""
     if status.last_retrain is None:
         return None, None
     job = kube.get(API_VERSION, TJ_KIND, namespace, status.last_retrain.name)
@@ -253,9 +256,13 @@ def _retrain_phase(namespace: str, status: DriftPolicyStatus) -> tuple[str | Non
 
 
 def _maybe_retrain(
-    owner: Owner, spec: DriftPolicySpec, status: DriftPolicyStatus, now: dt.datetime, generation: int | None
+    owner: Owner,
+    spec: DriftPolicySpec,
+    status: DriftPolicyStatus,
+    phase: str | None,
+    now: dt.datetime,
+    generation: int | None,
 ) -> tuple[DriftPolicyStatus, list[Transition]]:
-    phase, _ = _retrain_phase(owner.namespace, status)
     due, why = retrain_due(spec, status, now, phase)
     if not due or spec.action is None:
         if status.last_retrain is not None and phase not in ("Succeeded", "Failed", "Gone"):
@@ -297,9 +304,10 @@ def _maybe_retrain(
 
 
 def _maybe_promote(
-    owner: Owner,
     spec: DriftPolicySpec,
     status: DriftPolicyStatus,
+    phase: str | None,
+    retrain: TrainingJobStatus | None,
     metadata: Mapping[str, Any],
     model: str,
     tracking_uri: str | None,
@@ -308,7 +316,6 @@ def _maybe_promote(
 ) -> tuple[DriftPolicyStatus, list[Transition]]:
     if spec.promotion is None:
         return status, []
-    phase, retrain = _retrain_phase(owner.namespace, status)
     if retrain is None or phase not in ("Succeeded", "Failed"):
         return status, []
     metrics: dict[str, float] = {}
@@ -323,12 +330,11 @@ def _maybe_promote(
     if decision.action == "none":
         return status, []
     if decision.action == "reject":
-        if (
-            _same_reason(status, PROMOTED, "PromotionRejected")
-            and status.conditions
-            and any(c.type == PROMOTED and c.message == decision.message for c in status.conditions)
+        if any(
+            (c.type, c.reason, c.message) == (PROMOTED, "PromotionRejected", decision.message)
+            for c in status.conditions
         ):
-            return status, []
+            return status, []  # already said
         status = with_condition(
             status,
             RETRAINING,

@@ -28,12 +28,10 @@ T = TypeVar("T")
 #: URL path segments of the kinds the operator manages: (api prefix, plural).
 _PATHS: Final = {
     ("v1", "Service"): ("/api/v1", "services"),
-    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
     ("v1", "Pod"): ("/api/v1", "pods"),
     ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
-    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     (f"{GROUP}/{VERSION}", "TrainingJob"): (f"/apis/{GROUP}/{VERSION}", "trainingjobs"),
     (f"{GROUP}/{VERSION}", "ModelDeployment"): (f"/apis/{GROUP}/{VERSION}", "modeldeployments"),
     (f"{GROUP}/{VERSION}", "DriftPolicy"): (f"/apis/{GROUP}/{VERSION}", "driftpolicies"),

@@ -149,18 +149,17 @@ def reconcile(body: Mapping[str, Any]) -> ModelDeploymentStatus:
         )
 
     desired: list[dict[str, Any]] = []
+    deployments: dict[str, dict[str, Any] | None] = {}
     if served_primary is not None:
         versions = ResolvedVersions(primary=served_primary, challenger=served_challenger)
         desired = desired_children(owner, spec, versions, defaults)
-        for child in desired:
-            kube.apply(child)
+        # server-side apply answers with the object as stored: its status is what the Deployment reports
+        applied = {(child["kind"], child["metadata"]["name"]): kube.apply(child) for child in desired}
+        deployments[PRIMARY] = applied.get(("Deployment", deployment_name(owner)))
+        if served_challenger is not None:
+            deployments[CHALLENGER] = applied.get(("Deployment", deployment_name(owner, CHALLENGER)))
     _prune(owner, desired)
 
-    deployments = {PRIMARY: kube.get("apps/v1", "Deployment", owner.namespace, deployment_name(owner))}
-    if served_challenger is not None:
-        deployments[CHALLENGER] = kube.get(
-            "apps/v1", "Deployment", owner.namespace, deployment_name(owner, CHALLENGER)
-        )
     observation = observe(
         spec,
         generation,
@@ -168,7 +167,7 @@ def reconcile(body: Mapping[str, Any]) -> ModelDeploymentStatus:
         primary,
         challenger,
         (served_primary, served_challenger),
-        {role: d for role, d in deployments.items() if served_primary is not None},
+        deployments,
         url(owner),
         model_uri(spec.model.name, served_primary) if served_primary is not None else None,
     )

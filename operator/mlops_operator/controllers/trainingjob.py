@@ -9,6 +9,7 @@ while the job is unfinished (MLflow progress).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
@@ -121,11 +122,10 @@ def reconcile(body: Mapping[str, Any]) -> TrainingJobStatus:
         return _report_invalid(body, previous, describe_validation_error(error), generation)
 
     defaults = pod_defaults()
+    job = kube.get("batch/v1", "Job", owner.namespace, job_name(owner))
     spec_applied: tuple[bool, str] = (True, "")
     if previous.phase not in FINISHED_PHASES:
-        spec_applied = _apply_children(owner, spec, defaults)
-
-    job = kube.get("batch/v1", "Job", owner.namespace, job_name(owner))
+        job, spec_applied = _apply_children(owner, spec, defaults, job)
     if job is None and previous.phase in FINISHED_PHASES:
         return previous  # the Job was cleaned up (ttlSecondsAfterFinished); the verdict stands
     pods = (
@@ -157,25 +157,29 @@ def reconcile(body: Mapping[str, Any]) -> TrainingJobStatus:
     return status
 
 
-def _apply_children(owner: Owner, spec: TrainingJobSpec, defaults: PodDefaults) -> tuple[bool, str]:
-    """Apply every desired child; (False, why) when the apiserver refuses a change to a running Job."""
-    existing = kube.get("batch/v1", "Job", owner.namespace, job_name(owner))
+def _apply_children(
+    owner: Owner, spec: TrainingJobSpec, defaults: PodDefaults, existing: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, tuple[bool, str]]:
+    """Apply every desired child. Returns the Job as the apiserver now has it (server-side apply answers with
+    the object) and (False, why) when it refuses a change to a running Job."""
+    job = existing
     for child in desired_children(owner, spec, defaults, job_exists=existing is not None):
         try:
-            kube.apply(child)
+            applied = kube.apply(child)
         except ApiException as error:
             if error.status == 422 and child["kind"] == "Job" and existing is not None:
-                return False, (
+                return existing, (
+                    False,
                     "this change cannot be applied to the running Job "
-                    f"{job_name(owner)} (pod templates of running Jobs are immutable): {_reason(error)}"
+                    f"{job_name(owner)} (pod templates of running Jobs are immutable): {_reason(error)}",
                 )
             raise
-    return True, ""
+        if child["kind"] == "Job":
+            job = applied
+    return job, (True, "")
 
 
 def _reason(error: ApiException) -> str:
-    import json
-
     try:
         message: str = json.loads(error.body or "{}").get("message", "")
     except ValueError:
