@@ -32,6 +32,9 @@ _PATHS: Final = {
     ("batch/v1", "Job"): ("/apis/batch/v1", "jobs"),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    # optional ModelDeployment children, used only when their CRDs are served (controllers/discovery.py)
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
+    ("keda.sh/v1alpha1", "ScaledObject"): ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     (f"{GROUP}/{VERSION}", "TrainingJob"): (f"/apis/{GROUP}/{VERSION}", "trainingjobs"),
     (f"{GROUP}/{VERSION}", "ModelDeployment"): (f"/apis/{GROUP}/{VERSION}", "modeldeployments"),
     (f"{GROUP}/{VERSION}", "DriftPolicy"): (f"/apis/{GROUP}/{VERSION}", "driftpolicies"),
