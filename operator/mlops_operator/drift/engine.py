@@ -230,8 +230,8 @@ class DriftConfig:
     def threshold_for(self, feature: str, method: ResolvedMethod) -> float:
         """Threshold for ``feature`` evaluated with ``method``: the feature's override, else the policy's
         threshold when it is meant for ``method`` (the policy's own method, or both are p-value tests),
-        else the method's default. ``DriftPolicySpec.threshold_for`` would also hand e.g. a psi threshold
-        to a feature overridden to ks; here that feature gets the ks default."""
+        else the method's default (a psi threshold is not handed to a feature overridden to ks), like
+        ``DriftPolicySpec.threshold_for``."""
         setting = self.overrides.get(feature)
         if setting is not None and setting.threshold is not None:
             return setting.threshold

@@ -259,12 +259,17 @@ class DriftPolicySpec(ApiModel):
     )
 
     def threshold_for(self, feature: str, method: str) -> float:
-        """Threshold applied to ``feature`` evaluated with ``method`` (override, spec, then default)."""
+        """Threshold applied to ``feature`` evaluated with ``method``: the feature's override, else
+        spec.threshold when it is meant for ``method`` (spec.method itself, or both are p-value tests),
+        else the method's default. A psi threshold is never handed to a feature overridden to ks (the
+        drift engine's ``DriftConfig.threshold_for`` resolves the same way)."""
         for o in self.overrides or ():
             if o.feature == feature and o.threshold is not None:
                 return o.threshold
         if self.threshold is not None and self.method != "auto":
-            return self.threshold
+            same_family = self.method in P_VALUE_METHODS and method in P_VALUE_METHODS
+            if method == self.method or same_family:
+                return self.threshold
         return DEFAULT_THRESHOLDS[method]
 
     def method_for(self, feature: str) -> DriftMethod:
