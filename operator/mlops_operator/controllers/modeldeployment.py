@@ -15,13 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1 import API_VERSION, GROUP, LABEL_PREFIX, VERSION
 from mlops_operator.api.v1alpha1.common import VALID, set_condition
 from mlops_operator.api.v1alpha1.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus
 from mlops_operator.config import OperatorConfig
-from mlops_operator.controllers import kube, resync
+from mlops_operator.controllers import discovery, kube, resync
 from mlops_operator.controllers.common import (
     RETRY_BACKOFF_SECONDS,
     Transition,
@@ -35,10 +36,12 @@ from mlops_operator.resources.common import Owner
 from mlops_operator.resources.modeldeployment import (
     CHALLENGER,
     PRIMARY,
+    ClusterApis,
     ResolvedVersions,
     deployment_name,
     desired_children,
     model_uri,
+    route_name,
     url,
 )
 
@@ -51,6 +54,8 @@ CHILD_KINDS: Final = (
     ("v1", "Service"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
 )
+#: Kinds a ModelDeployment owns only when their CRDs are installed (and the spec opts in).
+OPTIONAL_CHILD_KINDS: Final = (discovery.HTTPROUTE, discovery.SCALEDOBJECT)
 
 logger = logging.getLogger(__name__)
 
@@ -148,13 +153,15 @@ def reconcile(body: Mapping[str, Any]) -> ModelDeploymentStatus:
             challenger.version if challenger.version is not None else previous.challenger_version
         )
 
+    apis = _cluster_apis(spec)
     desired: list[dict[str, Any]] = []
     deployments: dict[str, dict[str, Any] | None] = {}
+    applied: dict[tuple[str, str], dict[str, Any]] = {}
     if served_primary is not None:
         versions = ResolvedVersions(primary=served_primary, challenger=served_challenger)
-        desired = desired_children(owner, spec, versions, defaults)
+        desired = desired_children(owner, spec, versions, defaults, apis)
         # server-side apply answers with the object as stored: its status is what the Deployment reports
-        applied = {(child["kind"], child["metadata"]["name"]): kube.apply(child) for child in desired}
+        applied = {(child["kind"], child["metadata"]["name"]): _apply(child) for child in desired}
         deployments[PRIMARY] = applied.get(("Deployment", deployment_name(owner)))
         if served_challenger is not None:
             deployments[CHALLENGER] = applied.get(("Deployment", deployment_name(owner, CHALLENGER)))
@@ -168,18 +175,42 @@ def reconcile(body: Mapping[str, Any]) -> ModelDeploymentStatus:
         challenger,
         (served_primary, served_challenger),
         deployments,
-        url(owner),
+        url(owner, spec, apis),
         model_uri(spec.model.name, served_primary) if served_primary is not None else None,
+        apis=apis,
+        route=applied.get(("HTTPRoute", route_name(owner))),
+        scaler=applied.get(("ScaledObject", deployment_name(owner))),
     )
     _publish(body, previous, observation.status, observation.transitions)
     return observation.status
 
 
+def _cluster_apis(spec: ModelDeploymentSpec) -> ClusterApis:
+    """The optional APIs this spec asks for that the cluster serves (discovery only when asked)."""
+    return ClusterApis(
+        gateway_api=spec.gateway is not None and discovery.served(*discovery.HTTPROUTE),
+        keda=spec.autoscaling.scale_to_zero
+        and spec.autoscaling.keda is not None
+        and discovery.served(*discovery.SCALEDOBJECT),
+    )
+
+
+def _apply(child: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return kube.apply(child)
+    except ApiException as error:
+        if error.status == 404 and (child["apiVersion"], child["kind"]) in OPTIONAL_CHILD_KINDS:
+            discovery.discovery.forget(child["apiVersion"])  # its CRD went away: look again next time
+        raise
+
+
 def _prune(owner: Owner, desired: list[dict[str, Any]]) -> None:
-    """Delete owned children that are no longer desired (challenger removed, autoscaling turned off)."""
+    """Delete owned children that are no longer desired (challenger removed, autoscaling turned off,
+    gateway or scale-to-zero removed)."""
     wanted = {(child["kind"], child["metadata"]["name"]) for child in desired}
     selector = f"{owner.label_key}={owner.label_value}"
-    for api_version, kind in CHILD_KINDS:
+    optional = [kind for kind in OPTIONAL_CHILD_KINDS if discovery.served(*kind)]
+    for api_version, kind in (*CHILD_KINDS, *optional):
         for child in kube.list_objects(api_version, kind, owner.namespace, selector):
             name = child["metadata"]["name"]
             owned = any(ref.get("uid") == owner.uid for ref in child["metadata"].get("ownerReferences") or ())

@@ -15,14 +15,28 @@ from mlops_operator.api.v1alpha1.modeldeployment import (
     ModelDeploymentStatus,
     Rollout,
     RolloutRevision,
+    TrafficSplit,
 )
 from mlops_operator.controllers.common import Transition
+from mlops_operator.resources.modeldeployment import (
+    ClusterApis,
+    ResolvedVersions,
+    effective_traffic,
+    routes_by_gateway,
+    scales_with_keda,
+)
 
 MODEL_RESOLVED: Final = "ModelResolved"
 CHALLENGER_RESOLVED: Final = "ChallengerResolved"
 AVAILABLE: Final = "Available"
 PROGRESSING: Final = "Progressing"
 READY: Final = "Ready"
+#: With spec.gateway: whether an HTTPRoute carries the traffic.
+TRAFFIC_ROUTED: Final = "TrafficRouted"
+#: With autoscaling.scaleToZero: whether a KEDA ScaledObject scales the deployment.
+SCALE_TO_ZERO: Final = "ScaleToZero"
+#: Conditions whose changes become Events.
+EVENT_CONDITIONS: Final = (MODEL_RESOLVED, CHALLENGER_RESOLVED, AVAILABLE, TRAFFIC_ROUTED, SCALE_TO_ZERO)
 
 
 @dataclass(frozen=True)
@@ -75,9 +89,15 @@ def observe(
     url: str,
     model_uri: str | None,
     now: dt.datetime | None = None,
+    *,
+    apis: ClusterApis | None = None,
+    route: Mapping[str, Any] | None = None,
+    scaler: Mapping[str, Any] | None = None,
 ) -> Observation:
     """``served``: the (primary, challenger) versions actually applied to the Deployments this time.
-    ``deployments``: role -> Deployment as read back (None when absent)."""
+    ``deployments``: role -> Deployment as read back (None when absent). ``apis``: the optional APIs
+    found served; ``route``/``scaler``: the HTTPRoute / ScaledObject as applied (None when not)."""
+    apis = apis or ClusterApis()
     now = now or utcnow()
     conditions: list[Condition] = list(previous.conditions)
     transitions: list[Transition] = []
@@ -88,7 +108,7 @@ def observe(
         conditions = set_condition(conditions, type_, status, reason, message, generation, now)  # type: ignore[arg-type]
         changed = old is None or (old.status, old.reason) != (status, reason)
         first_and_fine = old is None and status == "True"
-        if changed and type_ in (MODEL_RESOLVED, CHALLENGER_RESOLVED, AVAILABLE) and not first_and_fine:
+        if changed and type_ in EVENT_CONDITIONS and not first_and_fine:
             transitions.append(Transition("Normal" if status == "True" else "Warning", reason, message))
 
     cond(VALID, "True", "SpecValid", "spec passed validation")
@@ -137,6 +157,26 @@ def observe(
         reason = primary.reason if not primary.ok else "ReplicasUnavailable"
         cond(READY, "False", reason, primary.message if not primary.ok else "no replica is ready yet")
 
+    if spec.gateway is not None:
+        cond(TRAFFIC_ROUTED, *_traffic_routed(spec, apis, route))
+    elif any(c.type == TRAFFIC_ROUTED for c in conditions):
+        conditions = [c for c in conditions if c.type != TRAFFIC_ROUTED]
+    if spec.autoscaling.scale_to_zero:
+        cond(SCALE_TO_ZERO, *_scale_to_zero(spec, apis, scaler))
+    elif any(c.type == SCALE_TO_ZERO for c in conditions):
+        conditions = [c for c in conditions if c.type != SCALE_TO_ZERO]
+
+    traffic = None
+    if served[0] is not None:
+        split = effective_traffic(spec, ResolvedVersions(served[0], served[1]), apis)
+        if split is not None:
+            traffic = TrafficSplit(
+                method=split[0],
+                route=route["metadata"]["name"] if route is not None else None,
+                primary_percent=split[1],
+                challenger_percent=split[2],
+            )
+
     rollout = _rollout(previous.rollout, served, primary, spec, now)
     if rollout is not previous.rollout and rollout is not None and rollout.history:
         latest = rollout.history[0]
@@ -161,8 +201,75 @@ def observe(
         replicas=replicas if main is not None else None,
         ready_replicas=ready if main is not None else None,
         rollout=rollout,
+        traffic=traffic,
     )
     return Observation(status=status, transitions=transitions)
+
+
+def _parent_conditions(obj: Mapping[str, Any] | None, type_: str) -> list[Mapping[str, Any]]:
+    """``type_`` conditions the Gateways (controllers) reported on an HTTPRoute's status.parents."""
+    found: list[Mapping[str, Any]] = []
+    for parent in (obj or {}).get("status", {}).get("parents") or ():
+        for condition in parent.get("conditions") or ():
+            if condition.get("type") == type_:
+                found.append({**condition, "gateway": (parent.get("parentRef") or {}).get("name", "")})
+    return found
+
+
+def _traffic_routed(
+    spec: ModelDeploymentSpec, apis: ClusterApis, route: Mapping[str, Any] | None
+) -> tuple[str, str, str]:
+    if not routes_by_gateway(spec, apis):
+        return (
+            "False",
+            "GatewayAPIUnavailable",
+            "spec.gateway is set but the cluster does not serve gateway.networking.k8s.io/v1 HTTPRoute "
+            "(install the Gateway API CRDs); the canary's share follows its replica count instead",
+        )
+    if route is None:
+        return "False", "RoutePending", "the HTTPRoute is not applied yet"
+    name = route["metadata"]["name"]
+    accepted = _parent_conditions(route, "Accepted")
+    refused = [c for c in accepted if c.get("status") == "False"]
+    if refused:
+        first = refused[0]
+        return (
+            "False",
+            "RouteNotAccepted",
+            f"Gateway {first['gateway']} did not accept HTTPRoute {name}: "
+            f"{first.get('reason', '')} {first.get('message', '')}".strip(),
+        )
+    if accepted:
+        gateways = ", ".join(sorted({c["gateway"] for c in accepted}))
+        return "True", "RouteAccepted", f"HTTPRoute {name} is accepted by Gateway {gateways}"
+    return "True", "RouteApplied", f"HTTPRoute {name} is applied; no Gateway has reported on it yet"
+
+
+def _scale_to_zero(
+    spec: ModelDeploymentSpec, apis: ClusterApis, scaler: Mapping[str, Any] | None
+) -> tuple[str, str, str]:
+    if not scales_with_keda(spec, apis):
+        return (
+            "False",
+            "KEDAUnavailable",
+            "autoscaling.scaleToZero is set but the cluster does not serve keda.sh/v1alpha1 ScaledObject "
+            "(install KEDA); a HorizontalPodAutoscaler keeps at least one replica instead",
+        )
+    if scaler is None:
+        return "False", "ScaledObjectPending", "the ScaledObject is not applied yet"
+    name = scaler["metadata"]["name"]
+    ready = next(
+        (c for c in scaler.get("status", {}).get("conditions") or () if c.get("type") == "Ready"), None
+    )
+    if ready is not None and ready.get("status") == "False":
+        return (
+            "False",
+            "ScaledObjectNotReady",
+            f"KEDA reports ScaledObject {name} not ready: {ready.get('message') or ready.get('reason')}",
+        )
+    if ready is not None and ready.get("status") == "True":
+        return "True", "ScaledObjectReady", f"KEDA scales {name} between 0 and {spec.replicas.effective_max}"
+    return "True", "ScaledObjectApplied", f"ScaledObject {name} is applied; KEDA has not reported on it yet"
 
 
 def _rollout(

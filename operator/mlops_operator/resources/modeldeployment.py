@@ -3,8 +3,11 @@ template, so a new version is an ordinary rolling update), its Service, an ``aut
 HorizontalPodAutoscaler, and for a challenger a second Deployment with its own Service.
 
 Canary traffic is split by replica ratio: the main Service selects primary and canary pods alike
-(``mlops.dev/serving: "true"``), so the share follows the replica counts. A shadow challenger is not
-selected by the main Service; the primary servers mirror a share of requests to its Service.
+(``mlops.dev/serving: "true"``), so the share follows the replica counts. With ``spec.gateway`` and Gateway
+API installed, an HTTPRoute splits it by exact weights between the ``-primary`` and ``-challenger``
+Services instead. A shadow challenger is not selected by the main Service; the primary servers mirror a
+share of requests to its Service. With ``autoscaling.scaleToZero`` and KEDA installed, a ScaledObject
+replaces the HorizontalPodAutoscaler.
 
 Pure: ``desired_children(...)`` returns manifests as dicts, given the versions the controller resolved.
 """
@@ -29,6 +32,8 @@ from mlops_operator.resources.common import (
     restricted_container_security_context,
     restricted_pod_security_context,
 )
+from mlops_operator.resources.httproute import Backend, httproute
+from mlops_operator.resources.scaledobject import scaled_object
 
 COMPONENT: Final = "model-server"
 CONTAINER_NAME: Final = "server"
@@ -52,6 +57,30 @@ class ResolvedVersions:
     challenger: int | None = None
 
 
+@dataclass(frozen=True)
+class ClusterApis:
+    """Optional APIs the cluster serves (found by discovery): what the builders may use."""
+
+    gateway_api: bool = False
+    """gateway.networking.k8s.io/v1 HTTPRoute."""
+    keda: bool = False
+    """keda.sh/v1alpha1 ScaledObject."""
+
+
+def routes_by_gateway(spec: ModelDeploymentSpec, apis: ClusterApis) -> bool:
+    """Whether an HTTPRoute carries the traffic (asked for, and Gateway API is installed)."""
+    return spec.gateway is not None and apis.gateway_api
+
+
+def scales_with_keda(spec: ModelDeploymentSpec, apis: ClusterApis) -> bool:
+    """Whether a KEDA ScaledObject scales the primary (scale-to-zero asked for, KEDA installed)."""
+    return spec.autoscaling.scale_to_zero and spec.autoscaling.keda is not None and apis.keda
+
+
+def route_name(owner: Owner) -> str:
+    return child_name(owner.name)
+
+
 def deployment_name(owner: Owner, role: str = PRIMARY) -> str:
     return child_name(owner.name) if role == PRIMARY else child_name(owner.name, CHALLENGER)
 
@@ -60,7 +89,12 @@ def service_name(owner: Owner, role: str | None = None) -> str:
     return child_name(owner.name) if role is None else child_name(owner.name, role)
 
 
-def url(owner: Owner) -> str:
+def url(owner: Owner, spec: ModelDeploymentSpec | None = None, apis: ClusterApis | None = None) -> str:
+    """The gateway's first non-wildcard hostname when an HTTPRoute routes, else the main Service."""
+    if spec is not None and spec.gateway is not None and apis is not None and routes_by_gateway(spec, apis):
+        host = spec.gateway.url_host
+        if host is not None:
+            return f"{spec.gateway.scheme}://{host}"
     return f"http://{service_name(owner)}.{owner.namespace}.svc:{pc.DEFAULT_SERVER_PORT}"
 
 
@@ -68,9 +102,10 @@ def model_uri(name: str, version: int) -> str:
     return f"models:/{name}/{version}"
 
 
-def replica_split(spec: ModelDeploymentSpec) -> tuple[int, int]:
+def replica_split(spec: ModelDeploymentSpec, weighted: bool = False) -> tuple[int, int]:
     """(primary, canary) replicas at the minimum size; the canary gets ``trafficPercent`` of the pods,
-    at least one while its share is above zero."""
+    at least one while its share is above zero. ``weighted``: an HTTPRoute sets the traffic share, so the
+    pods only need to carry their share of the load (no bigger pool to reach a ratio)."""
     total = max(spec.replicas.min, 1)
     challenger = spec.challenger
     if challenger is None or challenger.mode != "canary" or challenger.traffic_percent == 0:
@@ -78,6 +113,8 @@ def replica_split(spec: ModelDeploymentSpec) -> tuple[int, int]:
     if challenger.traffic_percent == 100:
         return 0, total
     canary = max(1, round(total * challenger.traffic_percent / 100))
+    if weighted:
+        return max(1, total - canary), canary
     if canary >= total:  # keep the ratio with a bigger pool instead of starving the primary
         canary = max(1, math.ceil(challenger.traffic_percent / (100 - challenger.traffic_percent)))
         return 1, canary
@@ -85,22 +122,71 @@ def replica_split(spec: ModelDeploymentSpec) -> tuple[int, int]:
 
 
 def desired_children(
-    owner: Owner, spec: ModelDeploymentSpec, versions: ResolvedVersions, defaults: PodDefaults
+    owner: Owner,
+    spec: ModelDeploymentSpec,
+    versions: ResolvedVersions,
+    defaults: PodDefaults,
+    apis: ClusterApis = ClusterApis(),
 ) -> list[dict[str, Any]]:
-    primary_replicas, canary_replicas = replica_split(spec)
+    weighted = routes_by_gateway(spec, apis)
+    primary_replicas, canary_replicas = replica_split(spec, weighted)
     children = [
         service(owner, spec),
         service(owner, spec, PRIMARY),
         deployment(owner, spec, versions.primary, PRIMARY, primary_replicas, defaults),
     ]
-    if spec.autoscaling_enabled:
+    if scales_with_keda(spec, apis):
+        children.append(scaled_object(owner, deployment_name(owner), COMPONENT, spec))
+    elif spec.autoscaling_enabled:
         children.append(autoscaler(owner, spec))
     if spec.challenger is not None and versions.challenger is not None:
         role = CHALLENGER if spec.challenger.mode == "canary" else SHADOW
         replicas = canary_replicas if role == CHALLENGER else 1
         children.append(service(owner, spec, CHALLENGER))
         children.append(deployment(owner, spec, versions.challenger, role, replicas, defaults))
+    if weighted:
+        children.append(route(owner, spec, versions))
     return children
+
+
+def traffic_weights(spec: ModelDeploymentSpec, versions: ResolvedVersions) -> tuple[int, int]:
+    """(primary, challenger) percent of requests when the route's weights decide: the canary's
+    ``trafficPercent`` while a challenger version is served, else everything to the primary."""
+    challenger = spec.challenger
+    if challenger is None or challenger.mode != "canary" or versions.challenger is None:
+        return 100, 0
+    return 100 - challenger.traffic_percent, challenger.traffic_percent
+
+
+def route(owner: Owner, spec: ModelDeploymentSpec, versions: ResolvedVersions) -> dict[str, Any]:
+    """The HTTPRoute: weighted backendRefs to the ``-primary`` and (canary) ``-challenger`` Services."""
+    assert spec.gateway is not None
+    primary, challenger = traffic_weights(spec, versions)
+    backends = [Backend(service_name(owner, PRIMARY), pc.DEFAULT_SERVER_PORT, primary)]
+    if spec.challenger is not None and spec.challenger.mode == "canary" and versions.challenger is not None:
+        backends.append(Backend(service_name(owner, CHALLENGER), pc.DEFAULT_SERVER_PORT, challenger))
+    return httproute(owner, route_name(owner), COMPONENT, spec.gateway, backends)
+
+
+def effective_traffic(
+    spec: ModelDeploymentSpec, versions: ResolvedVersions, apis: ClusterApis
+) -> tuple[str, int, int] | None:
+    """(method, primary percent, challenger percent) of what serves now; None without challenger and
+    gateway. Replica ratio: the canary's share of the pods at the minimum size (the HPA scales the
+    primary only, so under load the canary's share shrinks)."""
+    challenger = spec.challenger
+    if routes_by_gateway(spec, apis):
+        primary, canary = traffic_weights(spec, versions)
+        if challenger is not None and challenger.mode == "shadow" and versions.challenger is not None:
+            return "Mirror", 100, challenger.traffic_percent
+        return "HTTPRoute", primary, canary
+    if challenger is None or versions.challenger is None:
+        return None
+    if challenger.mode == "shadow":
+        return "Mirror", 100, challenger.traffic_percent
+    primary_pods, canary_pods = replica_split(spec)
+    canary_percent = round(100 * canary_pods / (primary_pods + canary_pods))
+    return "ReplicaRatio", 100 - canary_percent, canary_percent
 
 
 def _selector(owner: Owner) -> dict[str, str]:
@@ -168,6 +254,10 @@ def _env(
             }
         )
         env.append({"name": pc.ENV_SHADOW_PERCENT, "value": str(challenger.traffic_percent)})
+    batching = spec.server.batching
+    if batching is not None:
+        env.append({"name": pc.ENV_MAX_BATCH_SIZE, "value": str(batching.max_batch_size)})
+        env.append({"name": pc.ENV_MAX_BATCH_DELAY_MS, "value": str(batching.max_latency_ms)})
     return env
 
 

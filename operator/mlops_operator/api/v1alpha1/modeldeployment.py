@@ -8,12 +8,14 @@ sink), resolving models through the MLflow registry instead of a storage URI.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, ClassVar, Final, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import Field
 
 from .common import (
     AGE_COLUMN,
+    DNS1123_LABEL_PATTERN,
+    DNS1123_SUBDOMAIN_PATTERN,
     Alias,
     ApiModel,
     ComputeResources,
@@ -24,6 +26,7 @@ from .common import (
     ModelName,
     ModelVersion,
     ObjectMeta,
+    ObjectName,
     PrinterColumn,
     Rule,
     Scheduling,
@@ -40,6 +43,11 @@ KIND: Final = "ModelDeployment"
 DEFAULT_TARGET_CPU_UTILIZATION: Final = 80
 #: How many revisions status.rollout.history keeps.
 MAX_ROLLOUT_HISTORY: Final = 20
+#: Per-replica request rate KEDA keeps when scaleToZero is on and targetRequestsPerSecond is not set.
+DEFAULT_TARGET_REQUESTS_PER_SECOND: Final = 10
+#: A Gateway API hostname (RFC 1123, optionally a leading ``*.`` wildcard), as in HTTPRoute.spec.hostnames.
+HOSTNAME_PATTERN: Final = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+Hostname = Annotated[str, Field(min_length=1, max_length=253, pattern=HOSTNAME_PATTERN)]
 
 
 class ModelRef(ApiModel):
@@ -96,7 +104,10 @@ class Autoscaling(ApiModel):
     scale_to_zero: bool = False
     """Scale to zero replicas after idleSeconds without requests (requires replicas.min: 0)."""
     idle_seconds: int = Field(300, ge=30, le=86400)
-    """Seconds without requests before scaling to zero."""
+    """Seconds without requests before scaling to zero (KEDA's cooldownPeriod)."""
+    keda: KedaScaling | None = None
+    """Scale to zero through a KEDA ScaledObject (needs KEDA installed; without it an HPA keeps at least
+    one replica and the ScaleToZero condition says why)."""
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -106,6 +117,28 @@ class Autoscaling(ApiModel):
             check=lambda a: a.target_cpu_utilization is None or a.target_requests_per_second is None,
         ),
     )
+
+
+class KedaScaling(ApiModel):
+    """How KEDA scales the primary between 0 and replicas.max: a Prometheus trigger on the model servers'
+    request rate (the servers export mlops_inference_requests_total; Prometheus must scrape them)."""
+
+    prometheus_address: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://.+$",
+        examples=["http://prometheus-operated.monitoring.svc:9090"],
+    )
+    """Base URL of the Prometheus HTTP API that KEDA queries."""
+    query: str | None = Field(None, min_length=1, max_length=4096)
+    """PromQL returning the request rate to scale on. Default: the rate of inference requests
+    (mlops_inference_requests_total on the infer and /invocations endpoints) of the primary's pods,
+    selected by the namespace and pod target labels. At zero replicas no server counts requests, so to
+    wake up on traffic point this at a metric of what is in front of the servers (ingress, gateway)."""
+    activation_requests_per_second: float = Field(0, ge=0, le=1000000)
+    """Request rate above which KEDA scales from zero to one replica (KEDA's activationThreshold)."""
+    polling_interval_seconds: int = Field(15, ge=1, le=3600)
+    """How often KEDA queries Prometheus."""
 
 
 class Challenger(ApiModel):
@@ -140,6 +173,59 @@ class RequestLogging(ApiModel):
     endpoint receiving them by POST). Default: the operator's monitoring store."""
 
 
+class GatewayParentRef(ApiModel):
+    """A Gateway (optionally one of its listeners) the HTTPRoute attaches to, as in Gateway API's
+    ParentReference."""
+
+    name: ObjectName = Field(examples=["public"])
+    """Name of the Gateway."""
+    namespace: str | None = Field(None, min_length=1, max_length=63, pattern=DNS1123_LABEL_PATTERN)
+    """Namespace of the Gateway. Default: the ModelDeployment's namespace."""
+    section_name: str | None = Field(
+        None, min_length=1, max_length=253, pattern=DNS1123_SUBDOMAIN_PATTERN, examples=["https"]
+    )
+    """Listener of the Gateway to attach to. Default: every listener that allows the route."""
+    port: int | None = Field(None, ge=1, le=65535)
+    """Port of the Gateway's listener(s) to attach to."""
+
+
+class GatewayRouting(ApiModel):
+    """Route requests through a Gateway API Gateway with an HTTPRoute: the canary gets exactly
+    challenger.trafficPercent of requests (weighted backendRefs) instead of a share of pods."""
+
+    parent_refs: list[GatewayParentRef] = Field(min_length=1, max_length=32)
+    """Gateways the route attaches to."""
+    hostnames: list[Hostname] = Field(
+        default_factory=list, max_length=16, examples=[["iris.models.example.com"]]
+    )
+    """Hostnames the route matches (HTTPRoute.spec.hostnames). Default: every hostname of the Gateway.
+    The first one that is not a wildcard becomes status.url."""
+    scheme: Literal["http", "https"] = "http"
+    """Scheme of status.url (what the Gateway's listener speaks)."""
+
+    @property
+    def url_host(self) -> str | None:
+        """The first hostname that is not a wildcard."""
+        return next((h for h in self.hostnames if not h.startswith("*.")), None)
+
+
+class ServerBatching(ApiModel):
+    """Micro-batching: requests arriving together are concatenated into one model call and split back."""
+
+    max_batch_size: int = Field(32, ge=2, le=4096)
+    """Most rows in one model call (a request with more rows runs on its own)."""
+    max_latency_ms: int = Field(5, ge=1, le=1000)
+    """Longest a request waits for others to join its batch, in milliseconds."""
+
+
+class ServerSettings(ApiModel):
+    """Tuning of the model server."""
+
+    batching: ServerBatching | None = None
+    """Micro-batching of concurrent requests (off when unset). Helps models whose cost per call dominates
+    (large networks, GPUs); for a small MLP on a CPU it adds latency without adding throughput."""
+
+
 class ServingResources(ComputeResources):
     """Compute resources of one model server replica."""
 
@@ -161,6 +247,12 @@ class ModelDeploymentSpec(ApiModel):
     """Request/response sampling for monitoring and drift detection."""
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     """Type of the Service in front of the replicas."""
+    gateway: GatewayRouting | None = None
+    """Expose the deployment through a Gateway API Gateway with an HTTPRoute (exact canary weights).
+    Without Gateway API installed the canary falls back to its share of replicas and the TrafficRouted
+    condition says so."""
+    server: ServerSettings = default_object(ServerSettings)
+    """Model server tuning (micro-batching)."""
     scheduling: Scheduling = default_object(Scheduling)
     """Node selection, tolerations and priority of the replicas."""
     image: Image | None = None
@@ -181,6 +273,13 @@ class ModelDeploymentSpec(ApiModel):
             message="autoscaling.scaleToZero requires replicas.min: 0",
             check=lambda s: not s.autoscaling.scale_to_zero or s.replicas.min == 0,
             field_path=".autoscaling.scaleToZero",
+        ),
+        Rule(
+            rule="!self.autoscaling.scaleToZero || has(self.autoscaling.keda)",
+            message="autoscaling.scaleToZero needs autoscaling.keda (a KEDA ScaledObject scales the "
+            "deployment to and from zero on its request rate in Prometheus)",
+            check=lambda s: not s.autoscaling.scale_to_zero or s.autoscaling.keda is not None,
+            field_path=".autoscaling.keda",
         ),
         Rule(
             rule="!has(self.challenger) || "
@@ -205,6 +304,21 @@ class ModelDeploymentSpec(ApiModel):
     @property
     def autoscaling_enabled(self) -> bool:
         return self.replicas.effective_max > self.replicas.min or self.autoscaling.scale_to_zero
+
+
+class TrafficSplit(StatusModel):
+    """How requests are split between the primary and the challenger right now."""
+
+    method: Literal["HTTPRoute", "ReplicaRatio", "Mirror"]
+    """HTTPRoute: exact weights through the Gateway; ReplicaRatio: the main Service spreads requests over
+    primary and canary pods alike; Mirror: the primary answers everything and mirrors a share to a shadow
+    challenger."""
+    route: str | None = Field(None, max_length=253)
+    """Name of the HTTPRoute when one routes the requests (spec.gateway)."""
+    primary_percent: int = Field(ge=0, le=100)
+    """Percent of requests answered by the primary."""
+    challenger_percent: int = Field(0, ge=0, le=100)
+    """Percent of requests answered (canary) or mirrored (shadow) by the challenger."""
 
 
 class RolloutRevision(StatusModel):
@@ -235,7 +349,8 @@ class ModelDeploymentStatus(StatusModel):
     """Observed state of a ModelDeployment."""
 
     conditions: list[Condition] = conditions_field()
-    """Latest observations: Valid, ModelResolved, Available, Ready."""
+    """Latest observations: Valid, ModelResolved, ChallengerResolved, Available, Progressing,
+    TrafficRouted (with gateway), ScaleToZero (with autoscaling.scaleToZero), Ready."""
     observed_generation: int | None = Field(None, ge=0, json_schema_extra={"format": "int64"})
     """metadata.generation this status describes."""
     resolved_version: ModelVersion | None = None
@@ -245,13 +360,16 @@ class ModelDeploymentStatus(StatusModel):
     model_uri: str | None = Field(None, max_length=512)
     """models:/<name>/<version> being served."""
     url: str | None = Field(None, max_length=2048)
-    """In-cluster URL of the model server (Open Inference Protocol v2 and /invocations)."""
+    """URL of the model server (Open Inference Protocol v2 and /invocations): the gateway hostname when
+    an HTTPRoute routes to it, else the in-cluster Service."""
     replicas: int | None = Field(None, ge=0)
     """Replicas that exist."""
     ready_replicas: int | None = Field(None, ge=0)
     """Replicas ready to serve."""
     rollout: Rollout | None = None
     """Rollout revision history."""
+    traffic: TrafficSplit | None = None
+    """Effective traffic split (with a challenger or a gateway)."""
 
 
 class ModelDeployment(ApiModel):
@@ -304,11 +422,15 @@ INFO: Final = KindInfo(
 
 __all__ = [
     "DEFAULT_TARGET_CPU_UTILIZATION",
+    "DEFAULT_TARGET_REQUESTS_PER_SECOND",
     "INFO",
     "KIND",
     "MAX_ROLLOUT_HISTORY",
     "Autoscaling",
     "Challenger",
+    "GatewayParentRef",
+    "GatewayRouting",
+    "KedaScaling",
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelDeploymentStatus",
@@ -317,5 +439,8 @@ __all__ = [
     "RequestLogging",
     "Rollout",
     "RolloutRevision",
+    "ServerBatching",
+    "ServerSettings",
     "ServingResources",
+    "TrafficSplit",
 ]

@@ -121,6 +121,10 @@ ENV_SHADOW_URL: Final = "MLOPS_SHADOW_URL"
 ENV_SHADOW_PERCENT: Final = "MLOPS_SHADOW_PERCENT"
 #: Requests processed at once before the server answers 503 + Retry-After.
 ENV_MAX_INFLIGHT: Final = "MLOPS_MAX_INFLIGHT"
+#: Micro-batching (off unless set above 1): most rows per model call, and how long (milliseconds) a request
+#: waits for others to join its batch.
+ENV_MAX_BATCH_SIZE: Final = "MLOPS_MAX_BATCH_SIZE"
+ENV_MAX_BATCH_DELAY_MS: Final = "MLOPS_MAX_BATCH_DELAY_MS"
 
 # --- what the model server exports on /metrics (the DriftPolicy controller reads the feature counters) -----
 METRIC_REQUESTS: Final = "mlops_inference_requests_total"  # labels: endpoint, code
