@@ -24,7 +24,15 @@ if [[ ! -x $venv/bin/python || ! -f $venv/.complete ]]; then
   "$python" -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check --upgrade pip
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$lock"
-  touch "$venv/.complete"
+  echo "$key" >"$venv/.complete"
+fi
+
+# A venv reached under another key (a developer re-linking a lock change onto an existing venv instead of
+# rebuilding) is brought in line with the lock: pip install of an already satisfied lock takes seconds.
+if [[ "$(cat "$venv/.complete")" != "$key" ]]; then
+  log "syncing $venv with requirements.lock"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$lock"
+  echo "$key" >"$venv/.complete"
 fi
 
 ln -sfn "$venv" "$root/.venv"
