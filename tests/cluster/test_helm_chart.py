@@ -258,6 +258,10 @@ def test_install_least_privilege_rbac_reconciles_every_kind_upgrade_uninstall(
     subject = f"system:serviceaccount:{namespace}:{sa}"
     assert can_i(kube, subject, "patch", "trainingjobs.mlops.dev/status", watched_namespace)
     assert can_i(kube, subject, "patch", "deployments.apps", watched_namespace)
+    for optional in ("httproutes.gateway.networking.k8s.io", "scaledobjects.keda.sh"):
+        for verb in ("list", "create", "patch", "delete"):
+            assert can_i(kube, subject, verb, optional, watched_namespace), (verb, optional)
+        assert not can_i(kube, subject, "patch", optional, namespace)
     assert not can_i(kube, subject, "patch", "deployments.apps", namespace)  # not watched: no writes
     assert not can_i(kube, subject, "create", "pods/exec", watched_namespace)
     assert not can_i(kube, subject, "get", "secrets", watched_namespace)
@@ -281,6 +285,8 @@ def test_install_least_privilege_rbac_reconciles_every_kind_upgrade_uninstall(
         "services",
         "deployments.apps",
         "horizontalpodautoscalers.autoscaling",
+        "httproutes.gateway.networking.k8s.io",
+        "scaledobjects.keda.sh",
         "events",
         "namespaces",
         "customresourcedefinitions.apiextensions.k8s.io",

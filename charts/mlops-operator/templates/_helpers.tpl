@@ -112,6 +112,15 @@ argocd.argoproj.io/sync-wave: {{ .wave | quote }}
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [list, create, patch, delete]
+# Optional ModelDeployment children, used only when their CRDs are installed and a spec opts in: a Gateway
+# API HTTPRoute (spec.gateway: exact canary weights) and a KEDA ScaledObject (autoscaling.scaleToZero):
+# applied, listed and pruned. Whether the CRDs exist is read from API discovery (allowed to everyone).
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [list, create, patch, delete]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [list, create, patch, delete]
 # Events: posted by the controllers and kopf (create); FailedScheduling events read for TrainingJob failures (list).
 - apiGroups: [""]
   resources: [events]
