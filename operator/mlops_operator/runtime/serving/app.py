@@ -40,6 +40,7 @@ from mlops_operator.runtime.errors import ConfigError, TrainerError, single_line
 from mlops_operator.runtime.mlflow_errors import classify
 
 from . import jsonio
+from .batching import MicroBatcher
 from .config import ServerConfig
 from .errors import ModelError, RequestError
 from .histograms import FeatureCounters, PredictionCounters
@@ -160,6 +161,7 @@ class ServerApp:
         self.inline_rows = 0
         self.logger: InferenceLogger | None = None
         self.executor: ThreadPoolExecutor | None = None
+        self.batcher: MicroBatcher | None = None
         self._metrics: ServerMetrics | None = None
         self._metadata: bytes = b""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -277,6 +279,12 @@ class ServerApp:
             self.inline_rows = 1 + math.floor((budget - model.cost.fixed_s) / model.cost.per_row_s)
         if self.inline_rows < (1 << 62):
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        if self.cfg.max_batch_size > 1:
+            self.batcher = MicroBatcher(
+                lambda batch: self._predict(model, batch),
+                self.cfg.max_batch_size,
+                self.cfg.max_batch_delay_s,
+            )
         self._metadata = jsonio.dumps(self._describe(model))
         # the model, torch and MLflow are loaded for good: move them out of the cyclic GC's generations so
         # that collections triggered by request garbage stay short (tail latency)
@@ -430,12 +438,10 @@ class ServerApp:
                 metrics.rows += batch.rows
                 if metrics.features is not None:
                     metrics.features.observe(batch)
-            if batch.rows <= self.inline_rows or self.executor is None:
-                outputs = model.predict(batch)
+            if self.batcher is not None:
+                outputs = await self.batcher.predict(batch)
             else:
-                outputs = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, model.predict, batch
-                )
+                outputs = await self._predict(model, batch)
             response = self._respond(model, batch, outputs, endpoint, request_id)
             status = await _send(send, 200, response)
             if self.mirror is not None:
@@ -453,6 +459,12 @@ class ServerApp:
             self.inflight -= 1
             if metrics is not None:
                 metrics.inflight = self.inflight
+
+    async def _predict(self, model: LoadedModel, batch: Batch) -> Outputs:
+        """On the event loop when the model is fast for this many rows, else in the worker thread."""
+        if batch.rows <= self.inline_rows or self.executor is None:
+            return model.predict(batch)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, model.predict, batch)
 
     def _respond(
         self, model: LoadedModel, batch: Batch, outputs: Outputs, endpoint: str, request_id: Any

@@ -17,6 +17,8 @@ from mlops_operator.api.v1alpha1.pod_contract import (
     DEFAULT_SERVER_PORT,
     ENV_INFERENCE_LOG,
     ENV_LOG_SAMPLE_RATE,
+    ENV_MAX_BATCH_DELAY_MS,
+    ENV_MAX_BATCH_SIZE,
     ENV_MAX_INFLIGHT,
     ENV_MLFLOW_TRACKING_URI,
     ENV_MODEL_NAME,
@@ -38,6 +40,9 @@ ENV_MAX_BODY_BYTES: Final = "MLOPS_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 #: Default of MLOPS_MAX_INFLIGHT; 0 disables the limit.
 DEFAULT_MAX_INFLIGHT: Final = 64
+#: Micro-batching (pod contract MLOPS_MAX_BATCH_SIZE, rows per model call; 0 or 1: off, the default) and
+#: how long a request waits for others (MLOPS_MAX_BATCH_DELAY_MS).
+DEFAULT_MAX_BATCH_DELAY_MS: Final = 5.0
 #: ``auto`` (default): predict on the event loop when the model is fast, else in a worker thread;
 #: ``inline`` or ``thread`` force one.
 ENV_PREDICT_MODE: Final = "MLOPS_PREDICT_MODE"
@@ -97,6 +102,8 @@ class ServerConfig:
     log_flush_s: float = DEFAULT_LOG_FLUSH_S
     shadow_url: str | None = None
     shadow_percent: float = 0.0
+    max_batch_size: int = 0
+    max_batch_delay_s: float = DEFAULT_MAX_BATCH_DELAY_MS / 1000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], argv: Sequence[str] | None = None) -> ServerConfig:
@@ -156,6 +163,9 @@ class ServerConfig:
             log_flush_s=_float(env, ENV_LOG_FLUSH, DEFAULT_LOG_FLUSH_S, 0.01, 3600.0),
             shadow_url=env.get(ENV_SHADOW_URL, "").strip() or None,
             shadow_percent=_float(env, ENV_SHADOW_PERCENT, 0.0, 0.0, 100.0),
+            max_batch_size=_int(env, ENV_MAX_BATCH_SIZE, 0, 0, 1_000_000),
+            max_batch_delay_s=_float(env, ENV_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_DELAY_MS, 0.0, 60_000.0)
+            / 1000,
         )
 
 
