@@ -163,13 +163,23 @@ async def test_requests_with_parameters_or_bigger_than_a_batch_run_alone() -> No
     assert sorted(calls) == [1, 1, 5]
 
 
-async def test_a_lone_request_waits_at_most_the_delay() -> None:
-    app = app_with(threshold, batch=64, delay_ms=30)
+async def test_a_lone_request_does_not_wait_and_a_pending_one_waits_at_most_the_delay() -> None:
+    recorder = Recorder(threshold)
+    app = app_with(recorder, batch=64, delay_ms=500)
     loop = asyncio.get_running_loop()
     started = loop.time()
     answer = await call(app, "POST", "/invocations", {"instances": [[6.0, 0.0]]})
-    assert answer.json() == {"predictions": [1]}
-    assert 0.025 <= loop.time() - started < 1.0
+    assert answer.json() == {"predictions": [1]} and recorder.calls == [1]
+    assert loop.time() - started < 0.25  # the only request in flight: nobody to wait for
+
+    async def run(batch: Batch) -> Outputs:
+        return threshold(batch)
+
+    batcher = MicroBatcher(run, max_rows=64, max_delay_s=0.03, in_flight=lambda: 2)
+    started = loop.time()
+    result = await batcher.predict(Batch(rows=1, columns={"a": np.array([6.0]), "b": np.array([0.0])}))
+    assert result.arrays["predict"].tolist() == [1]
+    assert 0.025 <= loop.time() - started < 1.0  # another request is in flight: it may join
 
 
 def test_concat_and_split_round_trip() -> None:

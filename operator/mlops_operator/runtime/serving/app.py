@@ -284,6 +284,7 @@ class ServerApp:
                 lambda batch: self._predict(model, batch),
                 self.cfg.max_batch_size,
                 self.cfg.max_batch_delay_s,
+                lambda: self.inflight,
             )
         self._metadata = jsonio.dumps(self._describe(model))
         # the model, torch and MLflow are loaded for good: move them out of the cyclic GC's generations so

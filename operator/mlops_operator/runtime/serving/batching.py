@@ -4,9 +4,12 @@ rows. Off unless ``MLOPS_MAX_BATCH_SIZE`` > 1.
 
 Requests are validated before they get here (a malformed request is answered 4xx on its own and never joins
 a batch). Only requests of the same shape join (same columns/tensors, dtypes and trailing dimensions, no
-inference parameters); anything else runs alone. A model exception fails the batch it happened in (each
-caller gets the 5xx); if the model refuses a merged batch as input, or returns a row count that does not
-match, each request of that batch is predicted on its own, so one request never decides another's answer.
+inference parameters); anything else runs alone. When a request is the only one in flight, its batch
+does not wait ``max_delay_s`` but only for the requests that are ready on the event loop (those that
+arrived together with it), so a lone client pays no delay. A model exception fails the batch it happened
+in (each caller gets the 5xx); if the model refuses a merged batch as input, or returns a row count that
+does not match, each request of that batch is predicted on its own, so one request never decides another's
+answer.
 """
 
 from __future__ import annotations
@@ -77,14 +80,18 @@ class BatchStats:
 class MicroBatcher:
     """Collects concurrent requests on the event loop and runs them through ``run`` together."""
 
-    def __init__(self, run: Runner, max_rows: int, max_delay_s: float) -> None:
+    def __init__(
+        self, run: Runner, max_rows: int, max_delay_s: float, in_flight: Callable[[], int] | None = None
+    ) -> None:
+        """``in_flight``: how many requests the server is handling now (this one included)."""
         self._run = run
+        self._in_flight = in_flight
         self.max_rows = max_rows
         self.max_delay_s = max_delay_s
         self._pending: list[tuple[Batch, asyncio.Future[Outputs]]] = []
         self._pending_rows = 0
         self._signature: tuple[Any, ...] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats = BatchStats()
 
@@ -106,7 +113,11 @@ class MicroBatcher:
         if self._pending_rows >= self.max_rows:
             self._flush()
         elif self._timer is None:
-            self._timer = loop.call_later(self.max_delay_s, self._flush)
+            if self._in_flight is not None and self._in_flight() <= 1:
+                # nobody else is being handled: flush once the requests ready on the loop had their turn
+                self._timer = loop.call_soon(self._flush)
+            else:
+                self._timer = loop.call_later(self.max_delay_s, self._flush)
         return await future
 
     def _flush(self) -> None:
