@@ -226,7 +226,7 @@ def openapi_schema(info: KindInfo) -> dict[str, Any]:
             *(r.to_schema() for r in info.spec_transition_rules),
         ]
     status = model_schema(info.status)
-    return {
+    root: dict[str, Any] = {
         "type": "object",
         "description": normalize_description(info.description),
         "required": ["spec"],
@@ -245,6 +245,9 @@ def openapi_schema(info: KindInfo) -> dict[str, Any]:
             "status": status,
         },
     }
+    if info.root_rules:
+        root["x-kubernetes-validations"] = [r.to_schema() for r in info.root_rules]
+    return root
 
 
 def build_crd(info: KindInfo) -> dict[str, Any]:

@@ -150,7 +150,8 @@ def kind_section(info: KindInfo) -> list[str]:
 
     rules = list(_rules(spec, "spec"))
     transition = [r.to_schema() for r in info.spec_transition_rules]
-    if rules or transition:
+    root = [r.to_schema() for r in info.root_rules]
+    if rules or transition or root:
         lines += [
             f"### {info.kind} validation rules",
             "",
@@ -160,6 +161,8 @@ def kind_section(info: KindInfo) -> list[str]:
             "| Where | Rule | Message |",
             "|---|---|---|",
         ]
+        for rule in root:
+            lines.append(f"| `metadata.name` | {_code(rule['rule'])} | {_cell(rule['message'])} |")
         for path, rule in rules:
             lines.append(f"| `{path}` | {_code(rule['rule'])} | {_cell(rule['message'])} |")
         for rule in transition:

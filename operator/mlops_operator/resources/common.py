@@ -4,13 +4,14 @@ Pod Security ``restricted`` security contexts. Pure functions of their arguments
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from mlops_operator.api.v1alpha1 import API_VERSION, LABEL_PREFIX
 from mlops_operator.api.v1alpha1 import pod_contract as pc
-from mlops_operator.api.v1alpha1.common import MlflowConnection
+from mlops_operator.api.v1alpha1.common import MlflowConnection, is_dns1035_label
 
 #: Kubernetes' limit for names that become label values or hostnames (Jobs, Services, pods' hostnames).
 MAX_DNS_LABEL: Final = 63
@@ -82,6 +83,23 @@ def child_name(owner_name: str, suffix: str = "", limit: int = MAX_DNS_LABEL) ->
     digest = hashlib.sha256(owner_name.encode()).hexdigest()[:8]
     keep = limit - len(tail) - len(digest) - 1
     return f"{owner_name[:keep].rstrip('-.')}-{digest}{tail}"
+
+
+def label_child_name(owner_name: str, suffix: str = "", limit: int = MAX_DNS_LABEL) -> str:
+    """:func:`child_name` that is also a DNS-1035 label (what Services, pod hostnames and the kinds whose
+    names must be labels need) for any owner name, a DNS-1123 subdomain such as ``drift.v2`` or ``9lives``:
+    a name that is not one already gets its dots turned into ``-``, an ``x`` in front of a leading digit,
+    and the hash of the original name, so two owners never share a child."""
+    name = child_name(owner_name, suffix, limit)
+    if is_dns1035_label(name):
+        return name
+    tail = f"-{suffix}" if suffix else ""
+    digest = hashlib.sha256(owner_name.encode()).hexdigest()[:8]
+    base = re.sub(r"[^a-z0-9-]+", "-", owner_name.lower())
+    if not base[:1].isalpha():
+        base = f"x{base}"
+    keep = limit - len(tail) - len(digest) - 1
+    return f"{base[:keep].rstrip('-')}-{digest}{tail}"
 
 
 def labels(owner: Owner, component: str) -> dict[str, str]:

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from mlops_operator.api.v1alpha1 import API_VERSION, LABEL_PREFIX
 from mlops_operator.api.v1alpha1.driftpolicy import TrainingJobTemplate
-from mlops_operator.resources.common import Owner, child_metadata, child_name
+from mlops_operator.resources.common import Owner, child_metadata, label_child_name
 
 COMPONENT: Final = "retrain"
 EVALUATION_ANNOTATION: Final = f"{LABEL_PREFIX}drift-evaluation"
@@ -16,8 +16,9 @@ REASON_ANNOTATION: Final = f"{LABEL_PREFIX}drift-reason"
 
 
 def retrain_name(owner: Owner, number: int) -> str:
-    """``<policy>-retrain-<n>``: deterministic, so a repeated create is a harmless conflict."""
-    return child_name(owner.name, f"retrain-{number}", limit=253)
+    """``<policy>-retrain-<n>``: deterministic, so a repeated create is a harmless conflict. A TrainingJob's
+    name must be a DNS-1035 label, the policy's need not be (``drift.v2``): then it is made one."""
+    return label_child_name(owner.name, f"retrain-{number}")
 
 
 def retrain_trainingjob(

@@ -13,9 +13,10 @@ from typing import Any, Final
 
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.api.v1alpha1.common import GPU_PRODUCT_LABEL, GPU_RESOURCE
-from mlops_operator.api.v1alpha1.trainingjob import TrainingJobSpec
+from mlops_operator.api.v1alpha1.trainingjob import MAX_NODES, TrainingJobSpec
 from mlops_operator.resources.common import (
     LABEL_COMPONENT,
+    MAX_DNS_LABEL,
     OWNER_NAME_ANNOTATION,
     Owner,
     PodDefaults,
@@ -37,7 +38,9 @@ SHM_SIZE: Final = "1Gi"
 
 
 def job_name(owner: Owner) -> str:
-    return child_name(owner.name)
+    """The Job's name: its pods' hostnames are ``<job>-<index>`` (index < 64 nodes), a DNS label of at most
+    63 characters, so the name keeps 3 characters for the suffix."""
+    return child_name(owner.name, limit=MAX_DNS_LABEL - len(f"-{MAX_NODES - 1}"))
 
 
 def service_name(owner: Owner) -> str:

@@ -92,7 +92,8 @@ _BASE_CONFIG: Final = ConfigDict(
 class ApiModel(BaseModel):
     """Base of every spec-side model: camelCase on the wire, unknown fields rejected, rules checked."""
 
-    model_config = ConfigDict(**_BASE_CONFIG, extra="forbid")
+    #: NaN and infinities are no JSON: the apiserver never stores them, and a dump must stay JSON.
+    model_config = ConfigDict(**_BASE_CONFIG, extra="forbid", allow_inf_nan=False)
 
     #: Cross-field rules of this node (CEL for the apiserver + Python mirror).
     cel_rules: ClassVar[tuple[Rule, ...]] = ()
@@ -112,7 +113,7 @@ class ApiModel(BaseModel):
 class StatusModel(ApiModel):
     """Base of every status-side model: written by the operator, read leniently (unknown fields ignored)."""
 
-    model_config = ConfigDict(**_BASE_CONFIG, extra="ignore")
+    model_config = ConfigDict(**_BASE_CONFIG, extra="ignore", allow_inf_nan=True)
 
 
 def plain(obj: Any) -> Any:
@@ -129,6 +130,9 @@ def plain(obj: Any) -> Any:
 # --------------------------------------------------------------------------------------------------------
 
 DNS1123_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A DNS-1035 label (what a Service name must be): starts with a letter, at most 63 characters.
+DNS1035_LABEL_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_DNS_LABEL: Final = 63
 DNS1123_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 #: A Kubernetes resource quantity without a sign (``500m``, ``2``, ``4Gi``, ``1e3``).
 QUANTITY_PATTERN: Final = (
@@ -155,6 +159,12 @@ CONDITION_REASON_PATTERN: Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 ENV_NAME_PATTERN: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 CONFIG_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
 
+#: Bounds of Kubernetes' integer fields (int32 and int64 in the Go types): a larger JSON integer is refused
+#: by the apiserver, so the models refuse it too instead of building children the apiserver rejects.
+INT32_MAX: Final = 2**31 - 1
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
 MAX_NAME: Final = 253
 MAX_URI: Final = 2048
 MAX_FEATURES: Final = 256
@@ -172,7 +182,7 @@ Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 #: A registered model name in the MLflow model registry.
 ModelName = Annotated[str, Field(min_length=1, max_length=256, pattern=MODEL_NAME_PATTERN)]
 #: A registered model version (MLflow numbers versions 1, 2, 3, ... per model).
-ModelVersion = Annotated[int, Field(ge=1)]
+ModelVersion = Annotated[int, Field(ge=1, le=INT32_MAX)]
 #: An MLflow metric name.
 MetricName = Annotated[str, Field(min_length=1, max_length=250, pattern=METRIC_NAME_PATTERN)]
 #: A dataset column / model input.
@@ -491,7 +501,9 @@ class Toleration(ApiModel):
     """Taint value to match; must be empty with operator Exists."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; empty matches all effects."""
-    toleration_seconds: int | None = Field(None, json_schema_extra={"format": "int64"})
+    toleration_seconds: int | None = Field(
+        None, ge=INT64_MIN, le=INT64_MAX, json_schema_extra={"format": "int64"}
+    )
     """For effect NoExecute: how long the pod stays bound after the taint appears; unset = forever."""
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
@@ -550,6 +562,27 @@ class ObjectMeta(BaseModel):
     generation: int | None = None
     labels: dict[str, str] | None = None
     annotations: dict[str, str] | None = None
+
+
+def is_dns1035_label(value: str) -> bool:
+    """Whether ``value`` is a DNS-1035 label (a valid Service name)."""
+    return len(value) <= MAX_DNS_LABEL and re.fullmatch(DNS1035_LABEL_PATTERN, value) is not None
+
+
+def name_is_dns1035_label(kind: str, children: str) -> Rule:
+    """Root rule of a kind whose name becomes the name of Services (and pod hostnames): the apiserver
+    allows any DNS-1123 subdomain as a custom resource's name (``model.v2``, ``9lives``), but a Service name
+    must be a DNS-1035 label, so such an object could never get its children. Like KServe's
+    InferenceService, refuse the name up front."""
+    return Rule(
+        rule=f"size(self.metadata.name) <= {MAX_DNS_LABEL} && "
+        f"self.metadata.name.matches('{DNS1035_LABEL_PATTERN}')",
+        message=f"metadata.name of a {kind} must be a DNS-1035 label: at most {MAX_DNS_LABEL} characters, "
+        "lowercase letters, digits and '-', starting with a letter and ending with a letter or digit "
+        f"(it names {children})",
+        check=lambda obj: obj.metadata.name is None or is_dns1035_label(obj.metadata.name),
+        reason="FieldValueInvalid",
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -697,6 +730,9 @@ class KindInfo:
     #: Rules on ``.spec`` that only make sense on the stored kind itself (immutability: ``oldSelf``);
     #: kept out of the spec model so that a TrainingJob spec embedded as a template stays editable.
     spec_transition_rules: tuple[Rule, ...] = field(default=())
+    #: Rules of the whole object (the CRD schema's root, where CEL can read ``metadata.name``); the resource
+    #: model carries the same rules as its ``cel_rules``.
+    root_rules: tuple[Rule, ...] = field(default=())
 
     @property
     def singular(self) -> str:

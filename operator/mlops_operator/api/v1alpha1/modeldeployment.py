@@ -34,6 +34,7 @@ from .common import (
     StorageUri,
     conditions_field,
     default_object,
+    name_is_dns1035_label,
     plain,
 )
 
@@ -372,6 +373,10 @@ class ModelDeploymentStatus(StatusModel):
     """Effective traffic split (with a challenger or a gateway)."""
 
 
+#: The ModelDeployment's Services are named after it.
+NAME_RULE: Final = name_is_dns1035_label(KIND, "its Services and Deployments")
+
+
 class ModelDeployment(ApiModel):
     """ModelDeployment serves a registered model version, pinned or followed through an MLflow alias such as
     champion, with autoscaling, an optional canary or shadow challenger, and request sampling for drift
@@ -382,6 +387,8 @@ class ModelDeployment(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus | None = None
+
+    cel_rules: ClassVar[tuple[Rule, ...]] = (NAME_RULE,)
 
     @classmethod
     def from_body(cls, body: Any) -> ModelDeployment:
@@ -418,6 +425,7 @@ INFO: Final = KindInfo(
         AGE_COLUMN,
     ),
     selectable_fields=(".spec.model.name",),
+    root_rules=(NAME_RULE,),
 )
 
 __all__ = [
@@ -426,6 +434,7 @@ __all__ = [
     "INFO",
     "KIND",
     "MAX_ROLLOUT_HISTORY",
+    "NAME_RULE",
     "Autoscaling",
     "Challenger",
     "GatewayParentRef",

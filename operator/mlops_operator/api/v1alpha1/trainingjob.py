@@ -18,6 +18,8 @@ from pydantic import AfterValidator, Field
 from .common import (
     AGE_COLUMN,
     ENV_LIST,
+    INT32_MAX,
+    INT64_MAX,
     Alias,
     ApiModel,
     ComputeResources,
@@ -46,6 +48,7 @@ from .common import (
     conditions_field,
     default_list,
     default_object,
+    name_is_dns1035_label,
     plain,
 )
 from .common import (
@@ -177,11 +180,10 @@ def _param_keys(params: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-_SCALAR_CEL: Final = (
-    "self.all(k, size(k) <= 250 && k.matches('^[A-Za-z0-9_./-]+$') && "
-    "(type(self[k]) == string || type(self[k]) == int || type(self[k]) == double || type(self[k]) == bool))"
-)
-
+#: What a CRD cannot say about ``hyperparameters``: its values are untyped (string, number or boolean: a
+#: structural schema has no such type, so they are ``x-kubernetes-preserve-unknown-fields``), and the
+#: apiserver refuses any CEL rule on a map of untyped values ("unable to convert structural schema to CEL
+#: declarations"), so the keys and value types are checked here only (Valid=False).
 Hyperparameters = Annotated[
     dict[str, ScalarValue],
     Field(max_length=128),
@@ -209,8 +211,8 @@ class TrainerSpec(ApiModel):
     hyperparameters: Hyperparameters | None = Field(None, examples=[{"lr": 0.01, "optimizer": "adam"}])
     """Free parameters (string, number or boolean values), logged to MLflow as run parameters and given to
     the training code as a JSON object in the MLOPS_HYPERPARAMETERS environment variable. Keys must be
-    MLflow parameter names; the operator checks keys and value types (the apiserver cannot) and reports a
-    violation as condition Valid=False."""
+    MLflow parameter names and values scalars; the apiserver cannot check either (a CRD has no type for
+    "string, number or boolean"), the operator does and reports a violation as condition Valid=False."""
 
     cel_rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -246,10 +248,14 @@ class TrainerSpec(ApiModel):
         return self.builtin is not None
 
 
+#: Most nodes (pods, Job completion indexes) a TrainingJob trains on.
+MAX_NODES: Final = 64
+
+
 class TrainingResources(ComputeResources):
     """Compute resources per node, and how many nodes and processes per node train together (DDP)."""
 
-    nodes: int = Field(1, ge=1, le=64)
+    nodes: int = Field(1, ge=1, le=MAX_NODES)
     """Number of nodes (pods) that train together."""
     proc_per_node: int | None = Field(None, ge=1, le=64)
     """Processes per node (torchrun --nproc-per-node). Default: gpus, or 1 on CPU."""
@@ -309,9 +315,13 @@ class RunPolicy(ApiModel):
 
     backoff_limit: int = Field(3, ge=0, le=100)
     """Retries of failed pods before the job fails."""
-    active_deadline_seconds: int | None = Field(None, ge=1, json_schema_extra={"format": "int64"})
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, le=INT64_MAX, json_schema_extra={"format": "int64"}
+    )
     """Fail the job when it has run longer than this (counted from its first start)."""
-    ttl_seconds_after_finished: int | None = Field(None, ge=0, json_schema_extra={"format": "int64"})
+    ttl_seconds_after_finished: int | None = Field(
+        None, ge=0, le=INT32_MAX, json_schema_extra={"format": "int32"}
+    )
     """Delete the job's pods and other children this long after it finishes; the TrainingJob and its
     status stay. Default: keep them."""
     checkpoint: CheckpointSpec | None = None
@@ -519,6 +529,10 @@ class TrainingJobStatus(StatusModel):
     """Why the job failed."""
 
 
+#: The Job's pods are named and hostnamed after it and the headless Service is ``<name>-workers``.
+NAME_RULE: Final = name_is_dns1035_label(KIND, "its Job, its pods' hostnames and its headless Service")
+
+
 class TrainingJob(ApiModel):
     """TrainingJob trains a model on a dataset (CPU, GPUs, or nodes x GPUs with DDP), logs the run to
     MLflow, checks an optional gate and registers the result as a new model version."""
@@ -528,6 +542,8 @@ class TrainingJob(ApiModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: TrainingJobSpec
     status: TrainingJobStatus | None = None
+
+    cel_rules: ClassVar[tuple[Rule, ...]] = (NAME_RULE,)
 
     @classmethod
     def from_body(cls, body: Any) -> TrainingJob:
@@ -557,12 +573,15 @@ INFO: Final = KindInfo(
     ),
     selectable_fields=(".spec.model.name",),
     spec_transition_rules=TRANSITION_RULES,
+    root_rules=(NAME_RULE,),
 )
 
 __all__ = [
     "FINISHED_PHASES",
     "INFO",
     "KIND",
+    "MAX_NODES",
+    "NAME_RULE",
     "TRANSITION_RULES",
     "BuiltinTrainer",
     "CheckpointSpec",
