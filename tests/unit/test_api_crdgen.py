@@ -327,7 +327,7 @@ def test_optional_fields_are_plain_and_not_required(crds: dict[str, dict[str, An
         "type": "integer",
         "format": "int64",
         "minimum": 1,
-        "maximum": 2**63 - 1,
+        "maximum": 2**53 - 1,
         "description": "Fail the job when it has run longer than this (counted from its first start).",
     }
 

@@ -97,12 +97,42 @@ class ApiModel(BaseModel):
 
     #: Cross-field rules of this node (CEL for the apiserver + Python mirror).
     cel_rules: ClassVar[tuple[Rule, ...]] = ()
+    #: Whether list-map keys and set values are checked for duplicates (not on status: read leniently).
+    check_list_types: ClassVar[bool] = True
 
     @model_validator(mode="after")
     def _check_cel_rules(self) -> Self:
         for rule in type(self).cel_rules:
             if rule.check is not None and not rule.check(self):
                 raise ValueError(rule.message)
+        return self
+
+    @model_validator(mode="after")
+    def _check_list_types(self) -> Self:
+        """Entries of an ``x-kubernetes-list-type: map`` list are unique by their keys once defaulted, and of
+        a ``set`` list by value, as the apiserver checks them (e.g. gate.metrics ``{name: a, op: ">="}`` and
+        ``{name: a}`` are the same entry)."""
+        if not type(self).check_list_types:
+            return self
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            value = getattr(self, name)
+            if not isinstance(extra, dict) or not isinstance(value, list) or len(value) < 2:
+                continue
+            list_type = extra.get("x-kubernetes-list-type")
+            if list_type == "map":
+                keys = [str(k) for k in extra.get("x-kubernetes-list-map-keys", ())]  # type: ignore[union-attr]
+                entries = [tuple(item.to_dict().get(k) for k in keys) for item in value]
+            elif list_type == "set":
+                keys, entries = [], list(value)
+            else:
+                continue
+            seen: set[Any] = set()
+            duplicates = [e for e in entries if e in seen or seen.add(e)]  # type: ignore[func-returns-value]
+            if duplicates:
+                field = info.alias or name
+                what = f"by {', '.join(keys)}" if keys else "values"
+                raise ValueError(f"{field}: duplicate entries ({what}): {duplicates[:3]}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +144,7 @@ class StatusModel(ApiModel):
     """Base of every status-side model: written by the operator, read leniently (unknown fields ignored)."""
 
     model_config = ConfigDict(**_BASE_CONFIG, extra="ignore", allow_inf_nan=True)
+    check_list_types: ClassVar[bool] = False
 
 
 def plain(obj: Any) -> Any:
@@ -160,10 +191,13 @@ ENV_NAME_PATTERN: Final = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
 CONFIG_KEY_PATTERN: Final = r"^[-._a-zA-Z0-9]+$"
 
 #: Bounds of Kubernetes' integer fields (int32 and int64 in the Go types): a larger JSON integer is refused
-#: by the apiserver, so the models refuse it too instead of building children the apiserver rejects.
+#: by the apiserver, so the models refuse it too instead of building children the apiserver rejects. The
+#: apiserver reads a CRD's ``minimum``/``maximum`` as float64, where 2**63 - 1 rounds to 2**63 and then
+#: overflows to -2**63 (every value is refused): int64 fields are bounded by the largest integer a float64
+#: holds exactly, 2**53 - 1 seconds being some 285 million years.
 INT32_MAX: Final = 2**31 - 1
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
+INT64_MIN: Final = -(2**53 - 1)
+INT64_MAX: Final = 2**53 - 1
 
 MAX_NAME: Final = 253
 MAX_URI: Final = 2048
