@@ -8,7 +8,8 @@ Runs upstream etcd, kube-apiserver, kube-controller-manager and kube-scheduler (
 Everything lives in one state directory (default ``<repo>/.cluster``, or ``$MLOPS_CLUSTER_DIR``): PKI,
 kubeconfigs, etcd data, logs and pid files. ``down`` stops exactly the processes ``up`` started.
 
-CLI: ``python hack/local_cluster.py up|down|status|kubeconfig|env|logs COMPONENT``
+CLI: ``python hack/local_cluster.py up|down|status|kubeconfig|env|logs COMPONENT|restart COMPONENT``
+(``restart apiserver|etcd|...``: same ports, same state; etcd keeps its data; for fault tests)
 (``hack/local-cluster.sh`` is the same thing).
 """
 
@@ -730,6 +731,73 @@ def _stop_all(state: StateDir, info: ClusterInfo | None) -> list[str]:
     return stopped
 
 
+#: Short names accepted by ``restart``/``stop_component``/``start_component`` (and the CLI).
+COMPONENT_ALIASES = {
+    "apiserver": "kube-apiserver",
+    "controller-manager": "kube-controller-manager",
+    "scheduler": "kube-scheduler",
+}
+
+
+def component_name(name: str) -> str:
+    """``apiserver`` -> ``kube-apiserver``; full names pass through; anything else is a ValueError."""
+    full = COMPONENT_ALIASES.get(name, name)
+    if full not in COMPONENTS:
+        raise ValueError(f"unknown component {name!r}; one of {', '.join((*COMPONENTS, *COMPONENT_ALIASES))}")
+    return full
+
+
+def _running_info(state: StateDir) -> ClusterInfo:
+    info = load_info(state)
+    if info is None:
+        raise ClusterError(f"no cluster in {state.root}; run `up` first")
+    return info
+
+
+def stop_component(state: StateDir, component: str, grace_seconds: float = 10.0) -> bool:
+    """Stop one component of a running control plane (SIGTERM, then SIGKILL), keeping its ports, PKI and
+    etcd's data for :func:`start_component`. Returns whether it was running."""
+    component = component_name(component)
+    with locked(state):
+        info = _running_info(state)
+        return stop_process(state, component, info.binaries.get(component), grace_seconds)
+
+
+def start_component(state: StateDir, component: str, timeout: float = 120.0) -> None:
+    """Start one stopped component again with the same flags and ports; returns once it is healthy.
+    A component that is already running is left alone."""
+    component = component_name(component)
+    with locked(state):
+        info = _running_info(state)
+        pid = _read_pid(state, component)
+        if pid is not None and _pid_alive(pid, info.binaries.get(component)):
+            return
+        process = start_process(state, component, _component_argv(info, state, component))
+        wait_for(
+            f"{component} to become healthy",
+            _readiness_probe(info, state, component),
+            timeout,
+            state,
+            component,
+            process,
+        )
+
+
+def restart(
+    state: StateDir,
+    component: str,
+    downtime: float = 0.0,
+    grace_seconds: float = 10.0,
+    timeout: float = 120.0,
+) -> None:
+    """Stop one component and start it again on the same ports with the same state (etcd keeps its data
+    directory), ``downtime`` seconds later; returns once it is healthy again. For fault tests."""
+    stop_component(state, component, grace_seconds)
+    if downtime > 0:
+        time.sleep(downtime)
+    start_component(state, component, timeout)
+
+
 def down(state: StateDir, keep_data: bool = False) -> list[str]:
     """Stop every process ``up`` started; remove etcd data unless asked to keep it."""
     with locked(state):
@@ -752,6 +820,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("status", help="health of each component; exit 1 unless all are ok")
     sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
     sub.add_parser("env", help='print KUBECONFIG and PATH (kubectl, helm) exports: eval "$(... env)"')
+    restart_parser = sub.add_parser(
+        "restart", help="stop one component and start it again, same ports and state (etcd keeps its data)"
+    )
+    restart_parser.add_argument("component", choices=[*COMPONENTS, *COMPONENT_ALIASES])
+    restart_parser.add_argument(
+        "--downtime", type=float, default=0.0, metavar="SECONDS", help="stay down this long first"
+    )
     logs_parser = sub.add_parser("logs", help="print a component's log")
     logs_parser.add_argument("component", choices=COMPONENTS)
     args = parser.parse_args(argv)
@@ -771,6 +846,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for component, detail in report.items():
                 print(f"{component:<24} {detail}")
             return 0 if all(value == "ok" for value in report.values()) else 1
+        elif args.command == "restart":
+            restart(state, args.component, downtime=args.downtime)
+            print(f"restarted {component_name(args.component)}")
         elif args.command in ("kubeconfig", "env"):
             if load_info(state) is None:
                 print(f"no cluster in {state.root}; run `up` first", file=sys.stderr)

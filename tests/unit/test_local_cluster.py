@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import local_cluster
 
 
@@ -76,3 +78,44 @@ def test_apiserver_flags_enable_tls_rbac_and_service_account_tokens(tmp_path: Pa
         for flag in argv
         if flag.startswith(("--enable-admission-plugins", "--disable-admission-plugins"))
     ]
+
+
+def test_component_short_names_resolve_and_unknown_ones_are_refused() -> None:
+    assert local_cluster.component_name("apiserver") == "kube-apiserver"
+    assert local_cluster.component_name("etcd") == "etcd"
+    assert local_cluster.component_name("scheduler") == "kube-scheduler"
+    assert local_cluster.component_name("kube-controller-manager") == "kube-controller-manager"
+    with pytest.raises(ValueError, match="unknown component"):
+        local_cluster.component_name("kubelet")
+
+
+def test_restart_without_a_cluster_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = local_cluster.StateDir(tmp_path)
+    with pytest.raises(local_cluster.ClusterError, match="no cluster"):
+        local_cluster.restart(state, "apiserver")
+    monkeypatch.setenv("MLOPS_CLUSTER_DIR", str(tmp_path))
+    assert local_cluster.main(["restart", "etcd", "--downtime", "0"]) == 1
+    with pytest.raises(SystemExit):
+        local_cluster.main(["restart", "kubelet"])
+
+
+def test_restart_keeps_ports_and_etcd_data_dir_in_the_flags(tmp_path: Path) -> None:
+    """start_component reuses the recorded ports and state: the argv is the one `up` used."""
+    state = local_cluster.StateDir(tmp_path)
+    info = local_cluster.ClusterInfo(
+        state_dir=str(tmp_path),
+        kubeconfig=str(state.kubeconfig),
+        apiserver_port=6443,
+        etcd_port=2379,
+        etcd_peer_port=2380,
+        controller_manager_port=10257,
+        scheduler_port=10259,
+        kwok_port=10247,
+        binaries={"etcd": "/bin/etcd", "kube-apiserver": "/bin/kube-apiserver"},
+        kube_version="v1.0.0",
+    )
+    etcd = local_cluster._component_argv(info, state, "etcd")
+    assert f"--data-dir={state.etcd_data}" in etcd
+    assert "--listen-client-urls=http://127.0.0.1:2379" in etcd
+    apiserver = local_cluster._component_argv(info, state, "kube-apiserver")
+    assert "--secure-port=6443" in apiserver and "--etcd-servers=http://127.0.0.1:2379" in apiserver
