@@ -22,8 +22,10 @@ class OperatorProcess:
         namespaces: Sequence[str],
         log_path: Path,
         env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.cluster = cluster
+        self.extra_args = list(args)  # more `mlops-operator run` flags, e.g. --peering
         self.namespaces = list(namespaces)
         self.log_path = log_path
         self.extra_env = dict(env or {})
@@ -42,6 +44,7 @@ class OperatorProcess:
         ]
         for namespace in self.namespaces:
             argv.append(f"--namespace={namespace}")
+        argv += self.extra_args
         env = {
             **os.environ,
             "KUBECONFIG": self.cluster.kubeconfig,

@@ -18,7 +18,7 @@ from typing import Any
 
 import kopf
 
-from mlops_operator.controllers import kube
+from mlops_operator.controllers import kube, peering
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ def watched(namespace: str) -> bool:
 
 
 async def _run_due(loop: asyncio.AbstractEventLoop, semaphore: asyncio.Semaphore, entry: Resync) -> None:
+    if await loop.run_in_executor(None, peering.standby, list(_namespace_patterns)):
+        return  # kopf pauses a standby replica's handlers; this loop must pause with them
     items = await loop.run_in_executor(None, kube.list_all, entry.api_version, entry.kind)
     due = [
         item

@@ -28,8 +28,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # highest); the others pause until it is gone. MLOPS_PEERING_PRIORITY pins it.
     settings.peering.priority = int(os.environ.get("MLOPS_PEERING_PRIORITY") or random.randint(1, 2**30))
     # Server-side watch timeout + client-side guard: a silently stalled watch is re-established.
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # MLOPS_WATCH_SERVER_TIMEOUT / MLOPS_WATCH_CLIENT_TIMEOUT (seconds) override them (fault tests).
+    # (the apiserver refuses a fractional timeoutSeconds)
+    settings.watching.server_timeout = int(float(os.environ.get("MLOPS_WATCH_SERVER_TIMEOUT") or 300))
+    settings.watching.client_timeout = float(os.environ.get("MLOPS_WATCH_CLIENT_TIMEOUT") or 330)
+    # How long a silent peer counts as alive: a standby takes over at most this long after the active
+    # replica dies (MLOPS_PEERING_LIFETIME, seconds; kopf's default 60).
+    settings.peering.lifetime = int(os.environ.get("MLOPS_PEERING_LIFETIME") or 60)
     settings.watching.connect_timeout = 30
     settings.posting.level = 20  # INFO and above become Kubernetes Events
     settings.batching.worker_limit = 64

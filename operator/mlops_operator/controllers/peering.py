@@ -1,0 +1,96 @@
+"""Whether this replica is the standby of a peered pair, for work that kopf's peering does not pause.
+
+kopf pauses its watch streams (and so every handler) while a live peer of higher priority exists, but
+not the tasks an operator starts itself: the resync loop would keep reconciling on the standby. This
+module reads the same peering object (``KopfPeering`` in each watched namespace, or the cluster-wide
+``ClusterKopfPeering``) and applies kopf's rule: standby while another live peer has a priority at
+least as high as ours. No peering (standalone, the CRD or the object missing): never standby.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import kopf
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from mlops_operator.controllers import kube
+
+logger = logging.getLogger(__name__)
+
+_settings: list[kopf.OperatorSettings] = []
+
+
+def _live_rivals(status: Mapping[str, Any], priority: int, now: dt.datetime) -> list[str]:
+    """Identities of live peers that make us pause (ours is the one entry with our own priority)."""
+    rivals: list[str] = []
+    ours_seen = False
+    for identity, info in status.items():
+        if not isinstance(info, Mapping):
+            continue
+        try:
+            peer_priority = int(info.get("priority", 0))
+            lastseen = dt.datetime.fromisoformat(str(info["lastseen"]))
+            lifetime = dt.timedelta(seconds=int(info.get("lifetime", 60)))
+        except (KeyError, TypeError, ValueError):
+            continue
+        if lastseen.tzinfo is None:
+            lastseen = lastseen.replace(tzinfo=dt.UTC)
+        if lastseen + lifetime <= now:
+            continue  # dead
+        if peer_priority == priority and not ours_seen:
+            ours_seen = True
+            continue
+        if peer_priority >= priority:
+            rivals.append(str(identity))
+    return rivals
+
+
+def _peering_objects(settings: kopf.OperatorSettings, namespaces: Sequence[str]) -> list[Mapping[str, Any]]:
+    api = client.CustomObjectsApi(kube.api_client())
+    name = settings.peering.name
+    found: list[Mapping[str, Any]] = []
+    try:
+        if settings.peering.clusterwide:
+            found.append(
+                cast(
+                    Mapping[str, Any],
+                    api.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name),
+                )
+            )
+        else:
+            # literal namespaces only: a glob's peering objects are not looked up
+            for namespace in namespaces:
+                if namespace.startswith("!") or glob.has_magic(namespace) or "," in namespace:
+                    continue
+                body = api.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", name)
+                found.append(cast(Mapping[str, Any], body))
+    except ApiException as error:
+        if error.status not in (403, 404):
+            raise
+    return found
+
+
+def standby(namespaces: Sequence[str] = ()) -> bool:
+    """True while another live replica outranks this one (blocking: call it from a worker thread).
+    ``namespaces``: the patterns the operator watches (kopf keeps a peering object in each)."""
+    if not _settings or _settings[0].peering.standalone:
+        return False
+    settings = _settings[0]
+    now = dt.datetime.now(dt.UTC)
+    for body in _peering_objects(settings, namespaces):
+        rivals = _live_rivals(body.get("status") or {}, int(settings.peering.priority), now)
+        if rivals:
+            logger.debug("standby: peers %s outrank this replica", rivals)
+            return True
+    return False
+
+
+@kopf.on.startup()
+def remember_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
+    _settings[:] = [settings]
