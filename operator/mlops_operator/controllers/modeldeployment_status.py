@@ -120,8 +120,10 @@ def observe(
 
     main = deployments.get("primary")
     main_status = (main or {}).get("status", {})
-    available = _deployment_condition(main, "Available").get("status") == "True" and (
-        main_status.get("availableReplicas", 0) > 0 or spec.replicas.min == 0
+    # Serving as long as one replica is: the Deployment's own Available condition means "all replicas"
+    # (maxUnavailable is 0), so one killed pod would flip it, and with it Ready, though the others serve.
+    available = main_status.get("availableReplicas", 0) > 0 or (
+        spec.replicas.min == 0 and _deployment_condition(main, "Available").get("status") == "True"
     )
     if main is None:
         cond(AVAILABLE, "False", "NoDeployment", "no model version could be resolved to deploy")
