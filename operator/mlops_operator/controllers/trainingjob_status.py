@@ -244,7 +244,9 @@ def observe(
 
     if phase == "Running":
         cond(RUNNING, "True", "PodsRunning", f"{counts.running}/{spec.resources.nodes} pod(s) running")
-    elif phase in ("Succeeded", "Failed") and any(c.type == RUNNING for c in conditions):
+    elif phase == "Succeeded" or (phase == "Failed" and any(c.type == RUNNING for c in conditions)):
+        # a job that succeeded ran, whether or not a reconcile happened to see it running: the end state
+        # must not depend on which intermediate states were observed
         cond(RUNNING, "False", "Finished", f"the job {phase.lower()}")
 
     if phase == "Succeeded":
