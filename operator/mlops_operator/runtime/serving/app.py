@@ -493,7 +493,7 @@ class ServerApp:
             if key == b"content-type":
                 content_type = value
             elif key == b"content-length":
-                length = int(value) if value.isdigit() else -1
+                length = _content_length(value)
         if content_type and not content_type.startswith(JSON_TYPE):
             # bodies are parsed as JSON whatever they claim (curl -d says form-urlencoded); only formats
             # that are certainly something else are refused up front
@@ -502,7 +502,7 @@ class ServerApp:
                 raise RequestError(f"unsupported content type {media!r}: send application/json", 415)
         if length > limit:
             if length <= DRAIN_LIMIT:  # read and drop it, so the client gets to read the answer
-                await _drain(receive)
+                await _drain(receive, DRAIN_LIMIT)  # (never more, whatever the client goes on sending)
             raise RequestError(f"request body of {length} bytes exceeds the limit of {limit} bytes", 413)
         chunks = []
         size = 0
@@ -521,6 +521,15 @@ class ServerApp:
             if not message.get("more_body", False):
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _content_length(value: bytes) -> int:
+    """The declared body size; -1 when not a plain decimal. An absurd one (past 18 digits: an exabyte) is
+    capped rather than converted (``int()`` refuses strings of more than 4300 digits)."""
+    value = value.strip()
+    if not value.isdigit():
+        return -1
+    return int(value) if len(value) <= 18 else 10**18
 
 
 def _parse(body: bytes, model: LoadedModel, *, oip: bool) -> tuple[Batch, Any]:
@@ -543,7 +552,7 @@ def _parse(body: bytes, model: LoadedModel, *, oip: bool) -> tuple[Batch, Any]:
         raise RequestError(f"invalid request: {type(error).__name__}: {error}") from None
 
 
-async def _drain(receive: Receive, budget: int = 1 << 62) -> None:
+async def _drain(receive: Receive, budget: int) -> None:
     """Read and discard the rest of a request body (up to ``budget`` bytes)."""
     while budget > 0:
         message = await receive()
