@@ -195,8 +195,10 @@ def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) ->
     path = f"/api/v1/namespaces/{metadata['namespace']}/events"
     try:
         with_retries(lambda: _call("POST", path, event), attempts=3)
-    except ApiException as error:  # an Event is best effort: never fail a reconcile for it
-        logger.warning("could not post event %s on %s: %s", reason, metadata["name"], error.reason)
+    except (ApiException, urllib3.exceptions.HTTPError, ConnectionError) as error:
+        # an Event is best effort: never fail a reconcile for it (nor for a connection lost while posting)
+        why = error.reason if isinstance(error, ApiException) else error
+        logger.warning("could not post event %s on %s: %s", reason, metadata["name"], why)
 
 
 def list_all(api_version: str, kind: str) -> list[dict[str, Any]]:
