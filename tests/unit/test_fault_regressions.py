@@ -105,3 +105,26 @@ def test_modeldeployment_stays_available_when_one_of_four_replicas_is_gone() -> 
 def test_modeldeployment_without_any_replica_is_not_available() -> None:
     status = _md_observe(_deployment(4, 0, "False"))
     assert {c.type: c.status for c in status.conditions}["Available"] == "False"
+
+
+def test_an_event_lost_to_a_dropped_connection_does_not_fail_the_reconcile(monkeypatch: Any) -> None:
+    """Events are best effort: a connection dropped on every attempt is logged, not raised."""
+    import urllib3
+
+    from mlops_operator.controllers import kube
+
+    attempts = []
+
+    def dropped(*args: Any, **kwargs: Any) -> Any:
+        attempts.append(args)
+        raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
+
+    monkeypatch.setattr(kube, "_call", dropped)
+    monkeypatch.setattr(kube.time, "sleep", lambda _seconds: None)
+    body = {
+        "apiVersion": "mlops.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "md", "namespace": "ns", "uid": "u"},
+    }
+    kube.post_event(body, "Normal", "Initial", "revision 1")
+    assert len(attempts) == 3
