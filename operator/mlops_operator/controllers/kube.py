@@ -7,6 +7,7 @@ Synchronous (the kubernetes client); kopf runs sync handlers in its thread pool.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import random
@@ -20,7 +21,7 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from mlops_operator.api.v1alpha1 import FIELD_MANAGER, GROUP, VERSION
+from mlops_operator.api.v1alpha1 import FIELD_MANAGER, GROUP, LABEL_PREFIX, VERSION
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,6 +40,8 @@ _PATHS: Final = {
     (f"{GROUP}/{VERSION}", "ModelDeployment"): (f"/apis/{GROUP}/{VERSION}", "modeldeployments"),
     (f"{GROUP}/{VERSION}", "DriftPolicy"): (f"/apis/{GROUP}/{VERSION}", "driftpolicies"),
 }
+#: Hash of the desired manifest a child was last applied from (see apply_if_changed).
+APPLIED_HASH_ANNOTATION: Final = f"{LABEL_PREFIX}applied-hash"
 RETRIABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 #: Conflicts are retried too, except on create, where 409 means "already exists".
 RETRIABLE_CONFLICT: Final = 409
@@ -128,6 +131,59 @@ def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def desired_hash(manifest: Mapping[str, Any]) -> str:
+    """A digest of a desired manifest (canonical JSON): changes exactly when what we would apply changes."""
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:24]
+
+
+def stamped(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """``manifest`` with the ``mlops.dev/applied-hash`` annotation of itself (applied with it, so owned by
+    our field manager)."""
+    metadata = dict(manifest["metadata"])
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        APPLIED_HASH_ANNOTATION: desired_hash(manifest),
+    }
+    return {**manifest, "metadata": metadata}
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Every field of ``desired`` has the same value in ``live`` (what the apiserver added is ignored).
+    Lists of named items (containers, env, ports, volumes) match by name, as server-side apply merges them;
+    other lists must match item by item."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            value is None or (key in live and contains(live[key], value))  # None: not applied by us
+            for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        if not isinstance(live, list):
+            return False
+        if desired and all(isinstance(item, Mapping) and "name" in item for item in desired):
+            by_name = {item.get("name"): item for item in live if isinstance(item, Mapping)}
+            return all(item["name"] in by_name and contains(by_name[item["name"]], item) for item in desired)
+        return len(live) == len(desired) and all(contains(a, b) for a, b in zip(live, desired, strict=True))
+    return bool(live == desired)
+
+
+def apply_if_changed(
+    manifest: Mapping[str, Any], live: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], bool]:
+    """Server-side apply ``manifest`` unless ``live`` (the child as last read) already is what it would make:
+    it carries the hash of this very manifest (so nothing we want was added, changed or removed since the
+    last apply) and every field of the manifest still has our value (nobody changed a field we own). An
+    unchanged child then costs no write. Returns (the child, whether it was applied)."""
+    desired = stamped(manifest)
+    if live is not None and contains(live, desired):
+        return dict(live), False
+    if logger.isEnabledFor(logging.DEBUG):
+        metadata = manifest["metadata"]
+        why = "absent" if live is None else "changed"
+        logger.debug("applying %s %s/%s (%s)", manifest["kind"], metadata["namespace"], metadata["name"], why)
+    return apply(desired), True
+
+
 def create(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Create an object (409 Conflict when it exists: callers that want create-once semantics rely on it)."""
     metadata = manifest["metadata"]
@@ -150,7 +206,11 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
 def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     path = _path(api_version, kind, namespace)
     result = with_retries(lambda: _call("GET", path, query=[("labelSelector", label_selector)]))
-    return list(result.get("items") or [])
+    items: list[dict[str, Any]] = result.get("items") or []
+    for item in items:  # list items carry no apiVersion/kind
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
+    return items
 
 
 def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
@@ -212,12 +272,16 @@ def list_all(api_version: str, kind: str) -> list[dict[str, Any]]:
     return items
 
 
-def patch_status(api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-    """Merge-patch the status subresource (lists such as conditions are replaced whole)."""
+def patch_status(
+    api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Merge-patch the status subresource (lists such as conditions are replaced whole); returns the
+    object."""
     path = _path(api_version, kind, namespace, name) + "/status"
-    with_retries(
+    result: dict[str, Any] = with_retries(
         lambda: _call("PATCH", path, {"status": dict(status)}, content_type="application/merge-patch+json")
     )
+    return result
 
 
 def scheduler_messages(namespace: str, pod_names: list[str]) -> dict[str, str]:

@@ -2,8 +2,9 @@
 the model-server Deployment(s), Service(s) and HPA by server-side apply, prunes children no longer wanted,
 and reports what is served.
 
-Triggers: create/update/resume (an annotation change is a nudge to re-resolve), a timer that re-resolves
-aliases (they move in MLflow, not in Kubernetes), and events of the owned Deployments.
+Triggers (controllers/triggers.py): its own events when it is new, its spec changed or an annotation changed
+(a nudge to re-resolve), a timer that re-resolves aliases (they move in MLflow, not in Kubernetes), and events
+of the owned Deployments (coalesced). Children that already match are not applied again.
 Rollback: the annotation ``mlops.dev/rollback-to-version: "<N>"`` serves version N until it is removed
 (for GitOps, pin ``spec.model.version`` instead).
 """
@@ -11,27 +12,35 @@ Rollback: the annotation ``mlops.dev/rollback-to-version: "<N>"`` serves version
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from typing import Any, Final, cast
+import os
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Final
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1 import API_VERSION, GROUP, LABEL_PREFIX, VERSION
-from mlops_operator.api.v1alpha1.common import VALID, set_condition
+from mlops_operator.api.v1alpha1.common import VALID, plain, set_condition
 from mlops_operator.api.v1alpha1.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus
+from mlops_operator.api.v1alpha1.pod_contract import ENV_MLFLOW_TRACKING_URI
 from mlops_operator.config import OperatorConfig
-from mlops_operator.controllers import discovery, kube, resync
+from mlops_operator.controllers import discovery, kube, resync, triggers
 from mlops_operator.controllers.common import (
-    RETRY_BACKOFF_SECONDS,
     Transition,
     describe_validation_error,
     pod_defaults,
     publish,
 )
 from mlops_operator.controllers.modeldeployment_status import READY, Resolution, observe
-from mlops_operator.mlflow_registry import ModelNotFoundError, RegistryUnavailableError, registry_for
+from mlops_operator.mlflow_registry import (
+    ModelNotFoundError,
+    Registry,
+    RegistryUnavailableError,
+    registry_for,
+    rest,
+)
+from mlops_operator.mlflow_registry.rest import RestRegistryReader
 from mlops_operator.resources.common import Owner
 from mlops_operator.resources.modeldeployment import (
     CHALLENGER,
@@ -66,9 +75,13 @@ Resolver = Callable[[str | None, str, str | None, int | None], Resolution]
 def resolve_in_registry(
     tracking_uri: str | None, name: str, alias: str | None, version: int | None
 ) -> Resolution:
-    """Resolve an alias to a version, or check that a pinned version exists."""
+    """Resolve an alias to a version, or check that a pinned version exists (over MLflow's REST API when it
+    can: importing the mlflow package for two GETs costs ~100 MiB; see mlflow_registry.rest)."""
     try:
-        registry = registry_for(tracking_uri)
+        uri = tracking_uri or os.environ.get(ENV_MLFLOW_TRACKING_URI)
+        registry: RestRegistryReader | Registry = (
+            rest.reader_for(uri) if uri and rest.supports(uri) else registry_for(tracking_uri)
+        )
         if alias is not None:
             resolved = registry.resolve_alias(name, alias)
             return Resolution(resolved, "Resolved", f"alias {alias} of {name} points to version {resolved}")
@@ -84,20 +97,41 @@ def resolve_in_registry(
 resolver: Resolver = resolve_in_registry
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
-@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
-@kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
-def reconcile_handler(body: kopf.Body, **_: Any) -> None:
-    reconcile(cast(Mapping[str, Any], body))
+def _trigger_key(body: Mapping[str, Any]) -> Hashable:
+    """A spec change or any annotation change (a rollback request, or a nudge to re-resolve the alias now)
+    calls for a reconcile; status patches do not. Annotations are remembered as a digest."""
+    annotations = body["metadata"].get("annotations") or {}
+    return (body["metadata"].get("generation"), hash(tuple(sorted(annotations.items()))))
+
+
+TRIGGERS = triggers.ParentTriggers(_trigger_key)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def modeldeployment_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+    triggers.reconcile_on_event(TRIGGERS, plain(body), type, _serialized, _read)
 
 
 @kopf.on.event("apps/v1", "deployments", labels={OWNER_LABEL: kopf.PRESENT})
-def deployment_event_handler(body: kopf.Body, **_: Any) -> None:
+def deployment_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+    if type is None:
+        return  # the initial listing: parents are reconciled on their own listing and by the resync loop
     for reference in body.get("metadata", {}).get("ownerReferences") or ():
         if reference.get("kind") == KIND and reference.get("apiVersion") == API_VERSION:
-            parent = kube.get(API_VERSION, KIND, body["metadata"]["namespace"], reference["name"])
-            if parent is not None and parent["metadata"].get("deletionTimestamp") is None:
-                reconcile(parent)
+            _after_child_events.schedule((body["metadata"]["namespace"], reference["name"]))
+
+
+def _read(namespace: str, name: str) -> dict[str, Any] | None:
+    return kube.get(API_VERSION, KIND, namespace, name)
+
+
+def _reconcile_by_name(key: tuple[str, str]) -> None:
+    parent = _read(*key)
+    if parent is not None and parent["metadata"].get("deletionTimestamp") is None:
+        _serialized(parent)
+
+
+_after_child_events = triggers.Coalescer(_reconcile_by_name)
 
 
 def _primary_resolution(
@@ -157,15 +191,21 @@ def reconcile(body: Mapping[str, Any]) -> ModelDeploymentStatus:
     desired: list[dict[str, Any]] = []
     deployments: dict[str, dict[str, Any] | None] = {}
     applied: dict[tuple[str, str], dict[str, Any]] = {}
+    live = _live_children(owner)
     if served_primary is not None:
         versions = ResolvedVersions(primary=served_primary, challenger=served_challenger)
         desired = desired_children(owner, spec, versions, defaults, apis)
-        # server-side apply answers with the object as stored: its status is what the Deployment reports
-        applied = {(child["kind"], child["metadata"]["name"]): _apply(child) for child in desired}
+        # what is live already (unchanged: no write), else what server-side apply answers with
+        applied = {
+            (child["kind"], child["metadata"]["name"]): _apply(
+                child, live.get((child["kind"], child["metadata"]["name"]))
+            )
+            for child in desired
+        }
         deployments[PRIMARY] = applied.get(("Deployment", deployment_name(owner)))
         if served_challenger is not None:
             deployments[CHALLENGER] = applied.get(("Deployment", deployment_name(owner, CHALLENGER)))
-    _prune(owner, desired)
+    _prune(owner, desired, live)
 
     observation = observe(
         spec,
@@ -195,27 +235,37 @@ def _cluster_apis(spec: ModelDeploymentSpec) -> ClusterApis:
     )
 
 
-def _apply(child: dict[str, Any]) -> dict[str, Any]:
+def _apply(child: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        return kube.apply(child)
+        return kube.apply_if_changed(child, live)[0]
     except ApiException as error:
         if error.status == 404 and (child["apiVersion"], child["kind"]) in OPTIONAL_CHILD_KINDS:
             discovery.discovery.forget(child["apiVersion"])  # its CRD went away: look again next time
         raise
 
 
-def _prune(owner: Owner, desired: list[dict[str, Any]]) -> None:
+def _live_children(owner: Owner) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every child of ``owner`` as it is now, by (kind, name): compared with the desired ones (no write when
+    unchanged) and pruned when no longer desired."""
+    selector = f"{owner.label_key}={owner.label_value}"
+    optional = [kind for kind in OPTIONAL_CHILD_KINDS if discovery.served(*kind)]
+    live: dict[tuple[str, str], dict[str, Any]] = {}
+    for api_version, kind in (*CHILD_KINDS, *optional):
+        for child in kube.list_objects(api_version, kind, owner.namespace, selector):
+            if any(ref.get("uid") == owner.uid for ref in child["metadata"].get("ownerReferences") or ()):
+                live[(kind, child["metadata"]["name"])] = child
+    return live
+
+
+def _prune(
+    owner: Owner, desired: list[dict[str, Any]], live: Mapping[tuple[str, str], Mapping[str, Any]]
+) -> None:
     """Delete owned children that are no longer desired (challenger removed, autoscaling turned off,
     gateway or scale-to-zero removed)."""
     wanted = {(child["kind"], child["metadata"]["name"]) for child in desired}
-    selector = f"{owner.label_key}={owner.label_value}"
-    optional = [kind for kind in OPTIONAL_CHILD_KINDS if discovery.served(*kind)]
-    for api_version, kind in (*CHILD_KINDS, *optional):
-        for child in kube.list_objects(api_version, kind, owner.namespace, selector):
-            name = child["metadata"]["name"]
-            owned = any(ref.get("uid") == owner.uid for ref in child["metadata"].get("ownerReferences") or ())
-            if owned and (kind, name) not in wanted:
-                kube.delete(api_version, kind, owner.namespace, name)
+    for (kind, name), child in live.items():
+        if (kind, name) not in wanted:
+            kube.delete(child["apiVersion"], kind, owner.namespace, name)
 
 
 def _publish(
@@ -228,6 +278,9 @@ def _publish(
 
 
 # Aliases move in MLflow, not in Kubernetes: look again periodically and roll out when they do.
+#: Every entry point (events, child events, resync, retries) reconciles an object one pass at a time.
+_serialized = triggers.Serialized(reconcile, _read)
+
 resync.register(
-    API_VERSION, KIND, interval=OperatorConfig.from_env().resolve_interval_seconds, reconcile=reconcile
+    API_VERSION, KIND, interval=OperatorConfig.from_env().resolve_interval_seconds, reconcile=_serialized
 )

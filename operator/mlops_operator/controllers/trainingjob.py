@@ -2,16 +2,18 @@
 status true to what the Job, its pods, the scheduler and MLflow report.
 
 One level-based ``reconcile``: parse the spec once (invalid -> ``Valid=False``, an Event, no crash loop),
-server-side apply the desired children, then recompute the status from observations and patch it only when
-it changed. Triggers: create/update/resume of the TrainingJob, events of its Job and pods, and a timer
-while the job is unfinished (MLflow progress).
+server-side apply the desired children that differ from what is live (kube.apply_if_changed), then
+recompute the status from observations and patch it only when it changed. Triggers (controllers/triggers.py):
+the TrainingJob's own events when it is new or its spec changed (nothing is written on the object to remember
+it), status-relevant changes of its Job (coalesced), and the resync loop while the job is unfinished and can
+change without a Job event (pending pods, multi-node jobs, MLflow progress).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final
 
 import kopf
@@ -28,9 +30,8 @@ from mlops_operator.api.v1alpha1.trainingjob import (
     TrainingJobStatus,
 )
 from mlops_operator.config import OperatorConfig
-from mlops_operator.controllers import kube, resync
+from mlops_operator.controllers import kube, resync, triggers
 from mlops_operator.controllers.common import (
-    RETRY_BACKOFF_SECONDS,
     Transition,
     describe_validation_error,
     pod_defaults,
@@ -38,7 +39,7 @@ from mlops_operator.controllers.common import (
 )
 from mlops_operator.controllers.trainingjob_status import READY, RunObservation, observe
 from mlops_operator.mlflow_registry import registry_for
-from mlops_operator.resources.common import OWNER_NAME_ANNOTATION, Owner, PodDefaults
+from mlops_operator.resources.common import Owner, PodDefaults
 from mlops_operator.resources.trainingjob import (
     desired_children,
     job_name,
@@ -81,31 +82,68 @@ run_reader: RunReader = read_run_from_mlflow
 # ----------------------------------------------------------------------------------------------- handlers
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
-@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
-@kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
-def reconcile_handler(body: kopf.Body, **_: Any) -> None:
-    reconcile(plain(body))
+#: Spec changes (generation) trigger a reconcile; our own status patches do not (see triggers).
+TRIGGERS = triggers.ParentTriggers()
 
 
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def trainingjob_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+    triggers.reconcile_on_event(TRIGGERS, plain(body), type, _serialized, _read)
+
+
+# Pods are not watched (a cluster-wide watch of every pod, filtered client-side, for state the Job's status
+# already summarises): Job status changes (active/ready/succeeded/failed) bring the reconcile that lists the
+# job's pods; pods stuck Pending (unschedulable, image pulls) are seen by the resync of unfinished jobs.
 @kopf.on.event("batch/v1", "jobs", labels={OWNER_LABEL: kopf.PRESENT})
 def job_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+    uid = body.get("metadata", {}).get("uid", "")
+    summary = _job_summary(body)
+    if type == "DELETED":
+        _job_summaries.pop(uid, None)
+    else:
+        previous = _job_summaries.get(uid)
+        _job_summaries[uid] = summary
+        if type is None:
+            return  # the initial listing: parents are reconciled on their own listing and by the resync loop
+        if summary == previous or (previous is None and summary == _job_summary({})):
+            return  # our own apply (ADDED) or a change that says nothing new about the training
     for reference in body.get("metadata", {}).get("ownerReferences") or ():
         if reference.get("kind") == KIND and reference.get("apiVersion") == API_VERSION:
-            _reconcile_by_name(body["metadata"]["namespace"], reference["name"])
+            _after_child_events.schedule((body["metadata"]["namespace"], reference["name"]))
 
 
-@kopf.on.event("v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
-def pod_event_handler(body: kopf.Body, **_: Any) -> None:
-    name = (body.get("metadata", {}).get("annotations") or {}).get(OWNER_NAME_ANNOTATION)
-    if name:
-        _reconcile_by_name(body["metadata"]["namespace"], name)
+#: Per Job uid, what its last event said (see _job_summary).
+_job_summaries: dict[str, Hashable] = {}
 
 
-def _reconcile_by_name(namespace: str, name: str) -> None:
-    trainingjob = kube.get(API_VERSION, KIND, namespace, name)
+def _job_summary(job: Mapping[str, Any]) -> Hashable:
+    """What in a Job's events can change a TrainingJob's status: pods ready (Running), finished pods,
+    conditions (Complete, Failed, Suspended) and suspension. Pods merely created (``active``) are not: the
+    job stays Pending, and pending pods are looked at by the resync of unfinished jobs."""
+    status = job.get("status") or {}
+    conditions = tuple(
+        sorted((c.get("type", ""), c.get("status", "")) for c in status.get("conditions") or ())
+    )
+    return (
+        status.get("ready") or 0,
+        status.get("succeeded") or 0,
+        status.get("failed") or 0,
+        conditions,
+        bool((job.get("spec") or {}).get("suspend")),
+    )
+
+
+def _read(namespace: str, name: str) -> dict[str, Any] | None:
+    return kube.get(API_VERSION, KIND, namespace, name)
+
+
+def _reconcile_by_name(key: tuple[str, str]) -> None:
+    trainingjob = _read(*key)
     if trainingjob is not None and trainingjob["metadata"].get("deletionTimestamp") is None:
-        reconcile(trainingjob)
+        _serialized(trainingjob)
+
+
+_after_child_events = triggers.Coalescer(_reconcile_by_name)
 
 
 # ---------------------------------------------------------------------------------------------- reconcile
@@ -129,7 +167,9 @@ def reconcile(body: Mapping[str, Any]) -> TrainingJobStatus:
     if job is None and previous.phase in FINISHED_PHASES:
         return previous  # the Job was cleaned up (ttlSecondsAfterFinished); the verdict stands
     pods = (
-        kube.list_objects("v1", "Pod", owner.namespace, f"{OWNER_LABEL}={owner.label_value}") if job else []
+        kube.list_objects("v1", "Pod", owner.namespace, f"{OWNER_LABEL}={owner.label_value}")
+        if _may_have_pods(job)
+        else []
     )
     pending = [p["metadata"]["name"] for p in pods if p.get("status", {}).get("phase") == "Pending"]
     tracking_uri = (spec.mlflow.tracking_uri if spec.mlflow else None) or defaults.mlflow_tracking_uri
@@ -157,6 +197,14 @@ def reconcile(body: Mapping[str, Any]) -> TrainingJobStatus:
     return status
 
 
+def _may_have_pods(job: Mapping[str, Any] | None) -> bool:
+    """No Job, or a Job whose status counts no pod at all (just created, suspended): nothing to list."""
+    if job is None:
+        return False
+    status = job.get("status") or {}
+    return any(status.get(key) for key in ("active", "ready", "succeeded", "failed", "terminating"))
+
+
 def _apply_children(
     owner: Owner, spec: TrainingJobSpec, defaults: PodDefaults, existing: dict[str, Any] | None
 ) -> tuple[dict[str, Any] | None, tuple[bool, str]]:
@@ -164,8 +212,24 @@ def _apply_children(
     the object) and (False, why) when it refuses a change to a running Job."""
     job = existing
     for child in desired_children(owner, spec, defaults, job_exists=existing is not None):
+        if child["kind"] == "Job":
+            live = existing
+        else:  # the headless Service (listed: the chart's least-privilege RBAC grants no get on Services)
+            live = next(
+                (
+                    item
+                    for item in kube.list_objects(
+                        child["apiVersion"],
+                        child["kind"],
+                        owner.namespace,
+                        f"{OWNER_LABEL}={owner.label_value}",
+                    )
+                    if item["metadata"]["name"] == child["metadata"]["name"]
+                ),
+                None,
+            )
         try:
-            applied = kube.apply(child)
+            applied, _ = kube.apply_if_changed(child, live)
         except ApiException as error:
             if error.status == 422 and child["kind"] == "Job" and existing is not None:
                 return existing, (
@@ -221,10 +285,29 @@ def _publish(
     publish(body, previous.to_dict(), status.to_dict(), transitions)
 
 
+def needs_resync(body: Mapping[str, Any]) -> bool:
+    """Unfinished jobs whose state can change without an event of their Job: MLflow progress (when a
+    tracking URI is configured), pods stuck Pending (unschedulable, image pulls: phases before Running)
+    and multi-node jobs (one pod may be stuck while another runs). A running single-pod job without MLflow
+    changes only through its Job's status, which triggers a reconcile anyway."""
+    phase = (body.get("status") or {}).get("phase")
+    if phase in FINISHED_PHASES:
+        return False
+    if phase != "Running":
+        return True
+    spec = body.get("spec") or {}
+    if ((spec.get("resources") or {}).get("nodes") or 1) > 1:
+        return True
+    return bool(((spec.get("mlflow") or {}).get("trackingUri")) or pod_defaults().mlflow_tracking_uri)
+
+
+#: Every entry point (events, child events, resync, retries) reconciles an object one pass at a time.
+_serialized = triggers.Serialized(reconcile, _read)
+
 resync.register(
     API_VERSION,
     KIND,
     interval=OperatorConfig.from_env().progress_interval_seconds,
-    reconcile=reconcile,
-    when=lambda body: (body.get("status") or {}).get("phase") not in FINISHED_PHASES,
+    reconcile=_serialized,
+    when=needs_resync,
 )

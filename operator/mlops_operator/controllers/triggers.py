@@ -1,0 +1,254 @@
+"""When to reconcile, without writing anything to the object to remember it.
+
+kopf's create/update/resume handlers keep their memory on the object: a ``last-handled-configuration``
+annotation (the diff base) is patched onto every object after its first handling and after each spec change,
+one extra API write per object and change. TrainingJobs and ModelDeployments use a plain event handler
+instead, with the object's own record as the memory: ``status.observedGeneration`` says which spec the
+operator last reconciled (every reconcile writes it), so
+
+- an object seen for the first time (just created, or on operator start) is reconciled unless its status
+  already records the current generation (then the resync loop looks at it anyway, a few seconds after start);
+- after that, an event reconciles it when its *trigger key* changes: the generation (spec edits) plus the
+  annotations that mean something to the controller (e.g. a rollback request). Our own status patches and
+  foreign metadata edits change neither, so they cost nothing.
+
+A reconcile that raises is retried with exponential backoff (the resync loop would get to it too).
+
+Child events (a Job or Deployment changed) arrive in bursts — created, pod created, pod running, ready — so
+:class:`Coalescer` runs one reconcile of the parent per ``delay`` window instead of one per event: fewer reads
+and fewer intermediate status patches.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from mlops_operator.controllers.common import (
+    RETRY_BACKOFF_SECONDS,
+    forget_version,
+    is_stale,
+    note_version,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a child event waits for the rest of its burst before the parent is reconciled.
+COALESCE_SECONDS = 0.5
+#: First retry delay of a failed reconcile; doubled per failure, at most MAX_RETRY_SECONDS.
+RETRY_SECONDS = float(RETRY_BACKOFF_SECONDS)
+MAX_RETRY_SECONDS = 120.0
+
+TriggerKey = Callable[[Mapping[str, Any]], Hashable]
+
+
+def generation_key(body: Mapping[str, Any]) -> Hashable:
+    generation: int | None = body["metadata"].get("generation")
+    return generation
+
+
+def observed_current(body: Mapping[str, Any]) -> bool:
+    """The status records a reconcile of the current spec."""
+    status = body.get("status") or {}
+    generation = body["metadata"].get("generation")
+    return generation is not None and status.get("observedGeneration") == generation
+
+
+class ParentTriggers:
+    """The trigger keys last reconciled, per object uid (in memory: a restart starts from the statuses)."""
+
+    def __init__(self, key: TriggerKey = generation_key) -> None:
+        self.key = key
+        self._handled: dict[str, Hashable] = {}
+        self._lock = threading.Lock()
+
+    def due(self, body: Mapping[str, Any], event_type: str | None) -> bool:
+        """Whether this event calls for a reconcile."""
+        metadata = body["metadata"]
+        uid = metadata.get("uid", "")
+        if event_type == "DELETED" or metadata.get("deletionTimestamp"):
+            self.forget(uid)
+            forget_version(uid)
+            return False
+        note_version(body)
+        key = self.key(body)
+        with self._lock:
+            if uid not in self._handled:
+                if observed_current(body):
+                    self._handled[uid] = key  # reconciled before (this process or an earlier one)
+                    return False
+                return True
+            return self._handled[uid] != key
+
+    def handled(self, body: Mapping[str, Any]) -> None:
+        with self._lock:
+            self._handled[body["metadata"].get("uid", "")] = self.key(body)
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._handled.pop(uid, None)
+
+    def __len__(self) -> int:
+        return len(self._handled)
+
+
+def reconcile_on_event(
+    triggers: ParentTriggers,
+    body: Mapping[str, Any],
+    event_type: str | None,
+    reconcile: Callable[[Mapping[str, Any]], Any],
+    reread: Callable[[str, str], Mapping[str, Any] | None],
+) -> None:
+    """The event handler of a parent kind: reconcile when due, remember it, retry when it fails."""
+    if not triggers.due(body, event_type):
+        return
+    try:
+        reconcile(body)
+    except Exception:
+        metadata = body["metadata"]
+        logger.exception("reconcile of %s/%s failed; retrying", metadata["namespace"], metadata["name"])
+        _retry_later(triggers, metadata["namespace"], metadata["name"], reconcile, reread, RETRY_SECONDS)
+        return
+    triggers.handled(body)
+
+
+def _retry_later(
+    triggers: ParentTriggers,
+    namespace: str,
+    name: str,
+    reconcile: Callable[[Mapping[str, Any]], Any],
+    reread: Callable[[str, str], Mapping[str, Any] | None],
+    delay: float,
+) -> None:
+    def attempt() -> None:
+        try:
+            body = reread(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            reconcile(body)
+        except Exception:
+            logger.exception("retried reconcile of %s/%s failed", namespace, name)
+            _retry_later(triggers, namespace, name, reconcile, reread, min(delay * 2, MAX_RETRY_SECONDS))
+            return
+        triggers.handled(body)
+
+    scheduler().call_later(delay, attempt)
+
+
+class Serialized:
+    """``reconcile`` that runs for one object at a time, whatever called it (its event, child events, the
+    resync loop, a retry): two concurrent passes would both find a child absent and both apply it. A caller
+    that had to wait, or came with a body older than the latest state seen (a resync listing), reconciles
+    the object as it is now (re-read), not the body it came with."""
+
+    def __init__(
+        self,
+        reconcile: Callable[[Mapping[str, Any]], Any],
+        reread: Callable[[str, str], Mapping[str, Any] | None],
+    ) -> None:
+        self.reconcile = reconcile
+        self.reread = reread
+        self._locks: dict[tuple[str, str], list[Any]] = {}  # key -> [lock, users]
+        self._guard = threading.Lock()
+
+    def __call__(self, body: Mapping[str, Any]) -> Any:
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        lock: threading.Lock = entry[0]
+        try:
+            current: Mapping[str, Any] | None = body
+            if not lock.acquire(blocking=False):
+                lock.acquire()
+                current = self.reread(*key)
+            elif is_stale(body):
+                current = self.reread(*key)
+            try:
+                if current is None or current["metadata"].get("deletionTimestamp"):
+                    return None
+                return self.reconcile(current)
+            finally:
+                lock.release()
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
+
+
+class Scheduler:
+    """Delayed calls on one timer thread, run in a small pool (not one thread per pending call)."""
+
+    def __init__(self, workers: int = 8) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._counter = itertools.count()
+        self._wake = threading.Condition()
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlops-delayed")
+        self._thread = threading.Thread(target=self._run, name="mlops-scheduler", daemon=True)
+        self._thread.start()
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (time.monotonic() + delay, next(self._counter), fn))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._wake.wait(timeout)
+                _, _, fn = heapq.heappop(self._heap)
+            self._pool.submit(_logged, fn)
+
+
+def _logged(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception:
+        logger.exception("delayed call failed")
+
+
+_scheduler: Scheduler | None = None
+_scheduler_lock = threading.Lock()
+
+
+def scheduler() -> Scheduler:
+    global _scheduler
+    with _scheduler_lock:
+        if _scheduler is None:
+            _scheduler = Scheduler()
+        return _scheduler
+
+
+class Coalescer:
+    """Run ``action(key)`` once per burst of ``schedule(key)`` calls: the first call starts a ``delay`` timer,
+    calls until it fires join it; a call while the action runs schedules one more run after it."""
+
+    def __init__(self, action: Callable[[Any], None], delay: float = COALESCE_SECONDS) -> None:
+        self.action = action
+        self.delay = delay
+        self._pending: set[Hashable] = set()
+        self._lock = threading.Lock()
+
+    def schedule(self, key: Hashable) -> None:
+        with self._lock:
+            if key in self._pending:
+                return
+            self._pending.add(key)
+        scheduler().call_later(self.delay, lambda: self._fire(key))
+
+    def _fire(self, key: Hashable) -> None:
+        with self._lock:
+            self._pending.discard(key)  # events from now on schedule another run
+        try:
+            self.action(key)
+        except Exception:
+            logger.exception("reconcile after child events of %s failed", key)

@@ -1,0 +1,209 @@
+"""When parents are reconciled and when children are (re)applied: the rules that keep the operator at zero
+writes for objects that did not change."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from mlops_operator.controllers import kube, triggers
+from mlops_operator.controllers.modeldeployment import ROLLBACK_ANNOTATION
+from mlops_operator.controllers.modeldeployment import TRIGGERS as MD_TRIGGERS
+from mlops_operator.controllers.trainingjob import needs_resync
+
+
+def body(
+    uid: str = "u1", generation: int = 1, observed: int | None = None, **annotations: str
+) -> dict[str, Any]:
+    status = {"observedGeneration": observed} if observed is not None else {}
+    return {
+        "metadata": {
+            "uid": uid,
+            "name": "x",
+            "namespace": "ns",
+            "generation": generation,
+            "annotations": annotations,
+        },
+        "status": status,
+    }
+
+
+# ------------------------------------------------------------------------------------------ parent triggers
+
+
+def test_a_new_object_is_due_until_handled_then_only_spec_changes_are() -> None:
+    t = triggers.ParentTriggers()
+    assert t.due(body(), "ADDED")
+    t.handled(body())
+    assert not t.due(body(observed=1), "MODIFIED")  # our own status patch
+    assert t.due(body(generation=2, observed=1), "MODIFIED")  # a spec edit
+
+
+def test_on_start_objects_whose_status_records_the_generation_are_not_reconciled_again() -> None:
+    t = triggers.ParentTriggers()
+    assert not t.due(body(generation=3, observed=3), None)
+    assert t.due(body(uid="u2", generation=4, observed=3), None)  # edited while the operator was down
+    assert not t.due(body(generation=3, observed=3), "MODIFIED")  # remembered
+
+
+def test_deleted_objects_are_forgotten() -> None:
+    t = triggers.ParentTriggers()
+    t.handled(body())
+    assert len(t) == 1
+    assert not t.due(body(), "DELETED")
+    assert len(t) == 0
+    deleting = body()
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert not t.due(deleting, "MODIFIED")
+
+
+def test_a_rollback_annotation_or_a_nudge_triggers_a_modeldeployment_reconcile() -> None:
+    t = triggers.ParentTriggers(MD_TRIGGERS.key)
+    t.handled(body(observed=1))
+    assert not t.due(body(observed=1), "MODIFIED")  # our status patch
+    assert t.due(body(observed=1, **{ROLLBACK_ANNOTATION: "2"}), "MODIFIED")
+    assert t.due(body(observed=1, nudge="now"), "MODIFIED")  # docs/user-guide.md: an annotation is a nudge
+
+
+def test_a_failed_reconcile_is_not_remembered_and_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(triggers, "RETRY_SECONDS", 0.05)
+    t = triggers.ParentTriggers()
+    calls: list[str] = []
+    done = threading.Event()
+
+    def reconcile(obj: Any) -> None:
+        calls.append(obj["metadata"]["name"])
+        if len(calls) == 1:
+            raise RuntimeError("apiserver hiccup")
+        done.set()
+
+    triggers.reconcile_on_event(t, body(), "ADDED", reconcile, lambda ns, name: body())
+    assert t.due(body(), "MODIFIED")  # not handled yet
+    assert done.wait(5)
+    deadline = time.monotonic() + 2
+    while t.due(body(), "MODIFIED") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not t.due(body(), "MODIFIED")
+    assert calls == ["x", "x"]
+
+
+def test_child_event_bursts_are_coalesced_into_one_reconcile() -> None:
+    runs: list[Any] = []
+    ran = threading.Event()
+    coalescer = triggers.Coalescer(lambda key: (runs.append(key), ran.set()), delay=0.1)
+    for _ in range(20):
+        coalescer.schedule(("ns", "a"))
+    coalescer.schedule(("ns", "b"))
+    assert ran.wait(5)
+    time.sleep(0.3)
+    assert sorted(runs) == [("ns", "a"), ("ns", "b")]
+    coalescer.schedule(("ns", "a"))  # a later event runs it again
+    time.sleep(0.4)
+    assert runs.count(("ns", "a")) == 2
+
+
+def test_running_single_pod_jobs_without_mlflow_are_left_to_job_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MLOPS_MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr("mlops_operator.controllers.common._config", None)
+
+    def tj(phase: str | None, **spec: Any) -> dict[str, Any]:
+        return {"spec": spec, "status": {"phase": phase} if phase else {}}
+
+    assert needs_resync(tj(None))
+    assert needs_resync(tj("Pending"))  # may be unschedulable: the scheduler's message comes by resync
+    assert not needs_resync(tj("Running"))
+    assert needs_resync(tj("Running", resources={"nodes": 2}))
+    assert needs_resync(tj("Running", mlflow={"trackingUri": "http://mlflow:5000"}))  # progress
+    assert not needs_resync(tj("Succeeded", mlflow={"trackingUri": "http://mlflow:5000"}))
+
+
+# --------------------------------------------------------------------------------------- apply if changed
+
+
+def service(port: int = 80, **labels: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "namespace": "ns", "labels": {"a": "1", **labels}},
+        "spec": {
+            "selector": {"app": "s"},
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+            "type": None,
+        },
+    }
+
+
+def live_from(applied: dict[str, Any]) -> dict[str, Any]:
+    """What the apiserver would return: our fields plus defaults and fields of other managers."""
+    live = {
+        **applied,
+        "metadata": {**applied["metadata"], "uid": "x", "labels": {**applied["metadata"]["labels"]}},
+    }
+    live["metadata"]["labels"]["other-manager"] = "yes"
+    live["spec"] = {
+        **{k: v for k, v in applied["spec"].items() if v is not None},
+        "clusterIP": "10.96.0.7",
+        "type": "ClusterIP",
+        "ports": [{**applied["spec"]["ports"][0], "protocol": "TCP"}],
+    }
+    return live
+
+
+@pytest.fixture
+def applied(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    calls: list[dict[str, Any]] = []
+
+    def fake_apply(manifest: dict[str, Any]) -> dict[str, Any]:
+        calls.append(manifest)
+        return live_from(manifest)
+
+    monkeypatch.setattr(kube, "apply", fake_apply)
+    return calls
+
+
+def test_an_unchanged_child_is_not_applied_again(applied: list[dict[str, Any]]) -> None:
+    live, wrote = kube.apply_if_changed(service(), None)
+    assert wrote and len(applied) == 1
+    assert live["metadata"]["annotations"][kube.APPLIED_HASH_ANNOTATION] == kube.desired_hash(service())
+    again, wrote = kube.apply_if_changed(service(), live)
+    assert not wrote and len(applied) == 1
+    assert again == live
+
+
+def test_a_changed_desired_manifest_is_applied(applied: list[dict[str, Any]]) -> None:
+    live, _ = kube.apply_if_changed(service(), None)
+    _, wrote = kube.apply_if_changed(service(port=81), live)
+    assert wrote and applied[-1]["spec"]["ports"][0]["port"] == 81
+
+
+def test_a_removed_field_is_applied_although_the_live_object_still_has_it(
+    applied: list[dict[str, Any]],
+) -> None:
+    live, _ = kube.apply_if_changed(service(extra="1"), None)
+    _, wrote = kube.apply_if_changed(service(), live)  # "extra" is now unwanted: apply drops our ownership
+    assert wrote
+
+
+def test_a_child_edited_by_someone_else_is_applied_again(applied: list[dict[str, Any]]) -> None:
+    live, _ = kube.apply_if_changed(service(), None)
+    edited = {**live, "spec": {**live["spec"], "selector": {"app": "hijacked"}}}
+    _, wrote = kube.apply_if_changed(service(), edited)
+    assert wrote
+    unlabelled = {**live, "metadata": {**live["metadata"], "labels": {"other-manager": "yes"}}}
+    _, wrote = kube.apply_if_changed(service(), unlabelled)
+    assert wrote
+
+
+def test_contains_matches_named_lists_by_name_and_other_lists_item_by_item() -> None:
+    desired = {"containers": [{"name": "a", "image": "i"}], "args": ["x", "y"]}
+    live = {"containers": [{"name": "sidecar"}, {"name": "a", "image": "i", "imagePullPolicy": "Always"}]}
+    assert kube.contains({**live, "args": ["x", "y"]}, desired)
+    assert not kube.contains({**live, "args": ["x"]}, desired)
+    assert not kube.contains({**live, "args": ["y", "x"]}, desired)
+    assert not kube.contains({"containers": [{"name": "a", "image": "j"}], "args": ["x", "y"]}, desired)
