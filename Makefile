@@ -72,6 +72,10 @@ demo: venv tools ## the whole loop for real: train -> serve -> drift -> retrain 
 demo-down: venv ## stop everything `make demo` started
 	$(PY) hack/demo.py down
 
+.PHONY: bench-operator
+bench-operator: venv tools ## operator scale benchmark (N=100..2000 TrainingJobs; BENCH_ARGS="--sizes 100 --soak-minutes 10")
+	$(PY) benchmarks/operator/run.py $(BENCH_ARGS)
+
 .PHONY: helm-lint
 helm-lint: tools ## helm lint --strict the chart
 	$$(bash hack/build-tools.sh --print | sed -n 's/^helm=//p') lint --strict charts/mlops-operator
