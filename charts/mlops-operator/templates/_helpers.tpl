@@ -96,11 +96,11 @@ argocd.argoproj.io/sync-wave: {{ .wave | quote }}
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, patch]
-# Training/serving pods are only read: kopf watches training pods, the TrainingJob controller lists them,
-# the DriftPolicy controller lists serving pods to scrape their metrics.
+# Training/serving pods are only listed, never watched (the Job's status says when to look): the
+# TrainingJob controller lists a Job's pods, the DriftPolicy controller lists serving pods to scrape them.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, watch]
+  verbs: [list]
 # Services of TrainingJobs (DDP rendezvous) and ModelDeployments: applied, listed and pruned.
 - apiGroups: [""]
   resources: [services]
