@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import shutil
 import signal
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
 
-from run import RESULTS, Bench, free_port, machine, process, register_tabular, wait_http  # noqa: E402
+from run import RESULTS, Bench, machine, private_mlflow_server, register_tabular  # noqa: E402
 
 
 def main() -> int:
@@ -46,25 +45,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="batching-bench-") as tmp:
         workdir = Path(tmp)
         bench = Bench(args, workdir)
-        port = free_port()
-        mlflow_cmd = [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(workdir / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        with process(mlflow_cmd, env, workdir / "mlflow-server.log") as server:
-            bench.tracking_uri = f"http://127.0.0.1:{port}"
-            wait_http(f"{bench.tracking_uri}/health", 120, server)
+        with private_mlflow_server(workdir) as tracking_uri:
+            bench.tracking_uri = tracking_uri
             small = register_tabular(bench.tracking_uri, "bench-small", [16])
             large = register_tabular(bench.tracking_uri, "bench-large", [512, 512, 64])
             on = {"MLOPS_MAX_BATCH_SIZE": str(args.batch), "MLOPS_MAX_BATCH_DELAY_MS": str(args.delay_ms)}

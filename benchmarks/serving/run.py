@@ -392,6 +392,32 @@ def machine() -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def private_mlflow_server(workdir: Path) -> Iterator[str]:
+    """A private ``mlflow server`` (SQLite and artifacts under ``workdir``, one worker); yields its
+    tracking URI once it answers /health, stops it on exit."""
+    port = free_port()
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(workdir / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with process(command, env, workdir / "mlflow-server.log") as server:
+        tracking_uri = f"http://127.0.0.1:{port}"
+        wait_http(f"{tracking_uri}/health", 120, server)
+        yield tracking_uri
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -417,25 +443,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         workdir = Path(tmp)
         bench = Bench(args, workdir)
-        port = free_port()
-        mlflow_cmd = [
-            str(Path(sys.executable).parent / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{workdir / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(workdir / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        with process(mlflow_cmd, env, workdir / "mlflow-server.log") as server:
-            bench.tracking_uri = f"http://127.0.0.1:{port}"
-            wait_http(f"{bench.tracking_uri}/health", 120, server)
+        with private_mlflow_server(workdir) as tracking_uri:
+            bench.tracking_uri = tracking_uri
             print(f"MLflow server at {bench.tracking_uri}; registering models", flush=True)
             small = register_tabular(bench.tracking_uri, "bench-small", [16])
             large = register_tabular(bench.tracking_uri, "bench-large", [512, 512, 64])
