@@ -125,15 +125,6 @@ def _read(namespace: str, name: str) -> dict[str, Any] | None:
     return kube.get(API_VERSION, KIND, namespace, name)
 
 
-def _reconcile_by_name(key: tuple[str, str]) -> None:
-    parent = _read(*key)
-    if parent is not None and parent["metadata"].get("deletionTimestamp") is None:
-        _serialized(parent)
-
-
-_after_child_events = triggers.Coalescer(_reconcile_by_name)
-
-
 def _primary_resolution(
     spec: ModelDeploymentSpec, annotations: Mapping[str, str], tracking_uri: str | None
 ) -> Resolution:
@@ -280,6 +271,8 @@ def _publish(
 # Aliases move in MLflow, not in Kubernetes: look again periodically and roll out when they do.
 #: Every entry point (events, child events, resync, retries) reconciles an object one pass at a time.
 _serialized = triggers.Serialized(reconcile, _read)
+#: Child events come in bursts: one reconcile of the parent per burst.
+_after_child_events = triggers.Coalescer(_serialized.by_name)
 
 resync.register(
     API_VERSION, KIND, interval=OperatorConfig.from_env().resolve_interval_seconds, reconcile=_serialized

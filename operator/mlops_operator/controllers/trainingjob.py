@@ -137,15 +137,6 @@ def _read(namespace: str, name: str) -> dict[str, Any] | None:
     return kube.get(API_VERSION, KIND, namespace, name)
 
 
-def _reconcile_by_name(key: tuple[str, str]) -> None:
-    trainingjob = _read(*key)
-    if trainingjob is not None and trainingjob["metadata"].get("deletionTimestamp") is None:
-        _serialized(trainingjob)
-
-
-_after_child_events = triggers.Coalescer(_reconcile_by_name)
-
-
 # ---------------------------------------------------------------------------------------------- reconcile
 
 
@@ -303,6 +294,8 @@ def needs_resync(body: Mapping[str, Any]) -> bool:
 
 #: Every entry point (events, child events, resync, retries) reconciles an object one pass at a time.
 _serialized = triggers.Serialized(reconcile, _read)
+#: Child events come in bursts: one reconcile of the parent per burst.
+_after_child_events = triggers.Coalescer(_serialized.by_name)
 
 resync.register(
     API_VERSION,

@@ -182,6 +182,11 @@ class Serialized:
                 if entry[1] == 0:
                     del self._locks[key]
 
+    def by_name(self, key: tuple[str, str]) -> Any:
+        """Reconcile the object ``(namespace, name)`` as it is now (e.g. after events of its children)."""
+        body = self.reread(*key)
+        return None if body is None else self(body)
+
 
 class Scheduler:
     """Delayed calls on one timer thread, run in a small pool (not one thread per pending call)."""
