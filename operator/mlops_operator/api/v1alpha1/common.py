@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Final, Literal, Self
@@ -127,8 +128,7 @@ class ApiModel(BaseModel):
                 keys, entries = [], list(value)
             else:
                 continue
-            seen: set[Any] = set()
-            duplicates = [e for e in entries if e in seen or seen.add(e)]  # type: ignore[func-returns-value]
+            duplicates = [entry for entry, count in Counter(entries).items() if count > 1]
             if duplicates:
                 field = info.alias or name
                 what = f"by {', '.join(keys)}" if keys else "values"
