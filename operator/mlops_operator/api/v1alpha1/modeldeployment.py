@@ -12,6 +12,7 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import Field
 
+from . import pod_contract
 from .common import (
     AGE_COLUMN,
     DNS1123_LABEL_PATTERN,
@@ -215,7 +216,7 @@ class ServerBatching(ApiModel):
 
     max_batch_size: int = Field(32, ge=2, le=4096)
     """Most rows in one model call (a request with more rows runs on its own)."""
-    max_latency_ms: int = Field(5, ge=1, le=1000)
+    max_latency_ms: int = Field(pod_contract.DEFAULT_MAX_BATCH_DELAY_MS, ge=1, le=1000)
     """Longest a request waits for others to join its batch, in milliseconds."""
 
 

@@ -125,6 +125,8 @@ ENV_MAX_INFLIGHT: Final = "MLOPS_MAX_INFLIGHT"
 #: waits for others to join its batch.
 ENV_MAX_BATCH_SIZE: Final = "MLOPS_MAX_BATCH_SIZE"
 ENV_MAX_BATCH_DELAY_MS: Final = "MLOPS_MAX_BATCH_DELAY_MS"
+#: The wait when batching is on and no delay is given (the ModelDeployment's default too).
+DEFAULT_MAX_BATCH_DELAY_MS: Final = 5
 
 # --- what the model server exports on /metrics (the DriftPolicy controller reads the feature counters) -----
 METRIC_REQUESTS: Final = "mlops_inference_requests_total"  # labels: endpoint, code

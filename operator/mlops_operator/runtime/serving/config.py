@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from mlops_operator.api.v1alpha1.pod_contract import (
+    DEFAULT_MAX_BATCH_DELAY_MS,
     DEFAULT_SERVER_PORT,
     ENV_INFERENCE_LOG,
     ENV_LOG_SAMPLE_RATE,
@@ -42,7 +43,6 @@ DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
 DEFAULT_MAX_INFLIGHT: Final = 64
 #: Micro-batching (pod contract MLOPS_MAX_BATCH_SIZE, rows per model call; 0 or 1: off, the default) and
 #: how long a request waits for others (MLOPS_MAX_BATCH_DELAY_MS).
-DEFAULT_MAX_BATCH_DELAY_MS: Final = 5.0
 #: ``auto`` (default): predict on the event loop when the model is fast, else in a worker thread;
 #: ``inline`` or ``thread`` force one.
 ENV_PREDICT_MODE: Final = "MLOPS_PREDICT_MODE"
