@@ -325,3 +325,14 @@ def test_apply_edits_sets_and_deletes() -> None:
     assert out == {"a": {"b": [{"c": 2}], "d": 3}}
     assert apply_edits(out, {"a.d": DELETE}) == {"a": {"b": [{"c": 2}]}}
     assert doc == {"a": {"b": [{"c": 1}]}}
+
+
+def test_a_null_field_is_an_absent_one_as_the_apiserver_reads_it() -> None:
+    """No field of the CRDs is nullable: the apiserver prunes ``null`` before defaulting, so a defaulted
+    field gets its default and a required one is missing (found by tests/cluster/test_api_properties.py)."""
+    body = load_example("driftpolicy.yaml")
+    absent = RESOURCES["DriftPolicy"].model_validate(apply_edits(body, {"spec.windowSeconds": DELETE}))
+    null = RESOURCES["DriftPolicy"].model_validate(apply_edits(body, {"spec.windowSeconds": None}))
+    assert null == absent
+    with pytest.raises(ValidationError, match=r"spec\.targetRef\s+Field required"):
+        RESOURCES["DriftPolicy"].model_validate(apply_edits(body, {"spec.targetRef": None}))

@@ -101,6 +101,16 @@ class ApiModel(BaseModel):
     #: Whether list-map keys and set values are checked for duplicates (not on status: read leniently).
     check_list_types: ClassVar[bool] = True
 
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        """``field: null`` means the field is absent, as the apiserver reads it: no field of these CRDs is
+        ``nullable``, so it prunes the null before defaulting (a defaulted field gets its default, a
+        required one is missing)."""
+        if isinstance(data, Mapping) and any(value is None for value in data.values()):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
+
     @model_validator(mode="after")
     def _check_cel_rules(self) -> Self:
         for rule in type(self).cel_rules:
