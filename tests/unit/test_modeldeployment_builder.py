@@ -314,6 +314,36 @@ def test_status_when_serving_then_the_alias_moves() -> None:
     assert Transition("Normal", "AliasMoved", "revision 2: model version 4") in second.transitions
 
 
+def test_a_new_deployment_warns_only_when_its_rollout_stalls() -> None:
+    """Replicas not available yet at the first look are the rollout the Initial event reports; a
+    Deployment past its progress deadline is a Warning."""
+    spec = make_spec()
+    resolved = Resolution(3, "Resolved", "alias champion of iris points to version 3")
+
+    def look(previous: ModelDeploymentStatus, deployment: dict[str, Any]) -> Any:
+        return observe(
+            spec, 1, previous, resolved, None, (3, None), {"primary": deployment}, "u", "models:/iris/3", NOW
+        )
+
+    starting = look(ModelDeploymentStatus(), deployment_status(1, 0))
+    assert starting.transitions == [Transition("Normal", "Initial", "revision 1: model version 3")]
+    stalled = deployment_status(1, 0)
+    stalled["status"]["conditions"].append(
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "iris-5d9" has timed out progressing.',
+        }
+    )
+    stuck = look(starting.status, stalled)
+    assert stuck.transitions == [
+        Transition("Warning", "ProgressDeadlineExceeded", 'ReplicaSet "iris-5d9" has timed out progressing.')
+    ]
+    serving = look(stuck.status, deployment_status(1, 1))
+    assert [t.reason for t in serving.transitions] == ["MinimumReplicasAvailable"]
+
+
 def test_registry_outage_keeps_serving_the_last_version_and_says_so() -> None:
     spec = make_spec()
     ok = observe(

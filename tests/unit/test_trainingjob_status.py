@@ -92,7 +92,26 @@ def test_running_pods_make_the_job_running_and_record_the_start_time() -> None:
     assert conditions_of(status)["Running"] == ("True", "PodsRunning")
     assert conditions_of(status)["Scheduled"] == ("True", "PodsScheduled")
     assert all(c.observed_generation == 3 for c in status.conditions)
-    assert [t.reason for t in result.transitions] == ["PodsScheduled", "PodsRunning"]
+    assert [t.reason for t in result.transitions] == ["PodsRunning"]  # running pods are scheduled ones
+
+
+def test_pods_bound_but_not_running_yet_get_their_own_event_and_running_follows() -> None:
+    bound = [pod("m-0", "Pending"), pod("m-1", "Pending")]
+    first = observe(SPEC, 1, TrainingJobStatus(), job(active=2), bound, now=NOW)
+    assert [t.reason for t in first.transitions] == ["PodsScheduled"]
+    running = [pod("m-0", "Running"), pod("m-1", "Running")]
+    second = observe(SPEC, 1, first.status, job(active=2), running, now=NOW)
+    assert [t.reason for t in second.transitions] == ["PodsRunning"]
+
+
+def test_a_finished_job_gets_one_event_for_its_outcome() -> None:
+    """Finished (Running=False) and Ready=True say nothing JobSucceeded does not."""
+    running = observe(SPEC, 1, TrainingJobStatus(), job(active=2), [pod("m-0", "Running")] * 2, now=NOW)
+    done = job([{"type": "Complete", "status": "True"}], completionTime="2026-11-29T11:58:00Z")
+    finished = observe(SPEC, 1, running.status, done, [pod("m-0", "Succeeded")] * 2, now=NOW)
+    assert [t.reason for t in finished.transitions] == ["JobSucceeded"]
+    assert conditions_of(finished.status)["Running"] == ("False", "Finished")
+    assert conditions_of(finished.status)["Ready"] == ("True", "Succeeded")
 
 
 def test_observing_twice_changes_nothing_and_emits_no_events() -> None:

@@ -107,8 +107,11 @@ def observe(
         old = next((c for c in conditions if c.type == type_), None)
         conditions = set_condition(conditions, type_, status, reason, message, generation, now)  # type: ignore[arg-type]
         changed = old is None or (old.status, old.reason) != (status, reason)
-        first_and_fine = old is None and status == "True"
-        if changed and type_ in EVENT_CONDITIONS and not first_and_fine:
+        # a new deployment's first look: resolved models are fine, and replicas that are not available yet
+        # are the rollout the Initial event reports, not a warning (a rollout that stalls gets one:
+        # ProgressDeadlineExceeded)
+        first_and_expected = old is None and (status == "True" or type_ == AVAILABLE)
+        if changed and type_ in EVENT_CONDITIONS and not first_and_expected:
             transitions.append(Transition("Normal" if status == "True" else "Warning", reason, message))
 
     cond(VALID, "True", "SpecValid", "spec passed validation")
@@ -134,6 +137,8 @@ def observe(
             "MinimumReplicasAvailable",
             f"{main_status.get('availableReplicas', 0)} replica(s) available",
         )
+    elif (stalled := _deployment_condition(main, "Progressing")).get("reason") == "ProgressDeadlineExceeded":
+        cond(AVAILABLE, "False", "ProgressDeadlineExceeded", stalled.get("message") or "the rollout stalled")
     else:
         message = (
             _deployment_condition(main, "Available").get("message") or "waiting for replicas to become ready"

@@ -323,12 +323,30 @@ def _condition_message(conditions: Sequence[Condition], type_: str) -> str:
     return next((c.message for c in conditions if c.type == type_), "")
 
 
+#: (condition type, status) -> the (type, status) whose transition in the same observation implies it: one
+#: Event says what happened (running pods are scheduled; a finished job stopped running; a job that
+#: succeeded is ready), where several at the same second would only repeat it.
+_IMPLIED_BY: Final = {
+    (SCHEDULED, "True"): (RUNNING, "True"),
+    (RUNNING, "False"): (SUCCEEDED, "True"),
+    (READY, "True"): (SUCCEEDED, "True"),
+}
+
+
 def _transitions(previous: TrainingJobStatus, current: TrainingJobStatus) -> list[Transition]:
     out: list[Transition] = []
     before = {c.type: c for c in previous.conditions}
+    changed = {
+        (c.type, c.status)
+        for c in current.conditions
+        if (c.type not in before) or (before[c.type].status, before[c.type].reason) != (c.status, c.reason)
+    }
     for condition in current.conditions:
         old = before.get(condition.type)
         if old is not None and (old.status, old.reason) == (condition.status, condition.reason):
+            continue
+        implied_by = _IMPLIED_BY.get((condition.type, condition.status))
+        if implied_by in changed or (condition.type == RUNNING and (FAILED, "True") in changed):
             continue
         if condition.type == VALID and condition.status == "True" and old is None:
             continue
