@@ -15,10 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
-from mlops_operator.controllers import kube
+from mlops_operator.controllers import apiserver, kube
+from mlops_operator.controllers.apiserver import ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +37,14 @@ def _ttl() -> float:
 
 def _fetch_kinds(group_version: str) -> frozenset[str] | None:
     """Kinds served under ``/apis/<group_version>``; None when the group/version is not served."""
-    group, version = group_version.split("/", 1)
-    api = client.CustomObjectsApi(kube.api_client())
     try:
-        document = kube.with_retries(lambda: api.get_api_resources(group, version))
-    except ApiException as error:
+        document = kube.with_retries(lambda: apiserver.request("GET", f"/apis/{group_version}"))
+    except ApiError as error:
         if error.status == 404:
             return None
         raise
-    return frozenset(r.kind for r in document.resources or () if "/" not in r.name)
+    resources = document.get("resources") or ()
+    return frozenset(r["kind"] for r in resources if "/" not in r.get("name", "/"))
 
 
 class Discovery:

@@ -11,13 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Gauge
 
 from mlops_operator.api.v1alpha1.driftpolicy import DriftPolicySpec, Evaluation
 from mlops_operator.controllers.drift_window import BIN, CATEGORY, MISSING, CounterKey
-from mlops_operator.drift.engine import DriftConfig, DriftInputError, counts_from_samples, evaluate
-from mlops_operator.drift.profile import ReferenceProfile
+
+if TYPE_CHECKING:
+    from mlops_operator.drift.profile import ReferenceProfile
 
 
 def evaluate_window(
@@ -27,6 +29,9 @@ def evaluate_window(
     now: dt.datetime,
     version: int,
 ) -> Evaluation:
+    # the statistics need numpy (~14 MiB): loaded once a DriftPolicy is evaluated, not by every operator
+    from mlops_operator.drift.engine import DriftConfig, DriftInputError, counts_from_samples, evaluate
+
     live = counts_from_samples(
         bin_samples=[
             (feature, detail, value) for (kind, feature, detail), value in counts.items() if kind == BIN

@@ -13,10 +13,9 @@ import logging
 import threading
 import urllib.request
 from collections.abc import Mapping
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1 import API_VERSION, GROUP, LABEL_PREFIX, VERSION
@@ -37,6 +36,7 @@ from mlops_operator.api.v1alpha1.trainingjob import KIND as TJ_KIND
 from mlops_operator.api.v1alpha1.trainingjob import TrainingJobStatus
 from mlops_operator.config import OperatorConfig
 from mlops_operator.controllers import kube, resync
+from mlops_operator.controllers.apiserver import ApiError
 from mlops_operator.controllers.common import (
     RETRY_BACKOFF_SECONDS,
     Transition,
@@ -58,11 +58,13 @@ from mlops_operator.controllers.driftpolicy_status import (
     with_condition,
     with_history,
 )
-from mlops_operator.drift.profile import ReferenceProfile
 from mlops_operator.mlflow_registry import RegistryError, registry_for
 from mlops_operator.resources.common import Owner
 from mlops_operator.resources.driftpolicy import retrain_trainingjob
 from mlops_operator.resources.modeldeployment import PRIMARY, ROLE_LABEL
+
+if TYPE_CHECKING:  # numpy: imported by the first evaluation, not at start
+    from mlops_operator.drift.profile import ReferenceProfile
 
 PLURAL: Final = "driftpolicies"
 APPROVE_ANNOTATION: Final = f"{LABEL_PREFIX}approve-version"
@@ -274,7 +276,7 @@ def _maybe_retrain(
     name = manifest["metadata"]["name"]
     try:
         kube.create(manifest)
-    except ApiException as error:
+    except ApiError as error:
         if error.status != 409:  # 409: created by an earlier attempt of this very decision
             raise
     today = now.date()

@@ -1,7 +1,7 @@
-"""The operator's Kubernetes client: server-side apply with one field manager, status patches, reads of
-children and events, with retries on transient apiserver errors (429, 5xx, connection resets, 409).
+"""The operator's Kubernetes operations: server-side apply with one field manager, status patches, reads
+of children and events, with retries on transient apiserver errors (429, 5xx, connection resets, 409).
 
-Synchronous (the kubernetes client); kopf runs sync handlers in its thread pool.
+Synchronous, over ``apiserver.py``'s connection pool; kopf runs sync handlers in its thread pool.
 """
 
 from __future__ import annotations
@@ -12,16 +12,15 @@ import json
 import logging
 import random
 import secrets
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
 import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
 from mlops_operator.api.v1alpha1 import FIELD_MANAGER, GROUP, LABEL_PREFIX, VERSION
+from mlops_operator.controllers import apiserver
+from mlops_operator.controllers.apiserver import ApiError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,22 +45,6 @@ RETRIABLE_STATUS: Final = frozenset({429, 500, 502, 503, 504})
 #: Conflicts are retried too, except on create, where 409 means "already exists".
 RETRIABLE_CONFLICT: Final = 409
 
-_client_lock = threading.Lock()
-_client: client.ApiClient | None = None
-
-
-def api_client() -> client.ApiClient:
-    """One shared ApiClient: in-cluster config when running in a pod, else the kubeconfig."""
-    global _client
-    with _client_lock:
-        if _client is None:
-            try:
-                config.load_incluster_config()  # type: ignore[no-untyped-call]
-            except config.ConfigException:
-                config.load_kube_config()  # type: ignore[no-untyped-call]
-            _client = client.ApiClient()
-        return _client
-
 
 def with_retries(
     call: Callable[[], T], attempts: int = 5, base_delay: float = 0.2, retry_conflicts: bool = True
@@ -71,7 +54,7 @@ def with_retries(
     for attempt in range(1, attempts + 1):
         try:
             return call()
-        except ApiException as error:
+        except ApiError as error:
             conflict = retry_conflicts and error.status == RETRIABLE_CONFLICT
             if (error.status not in RETRIABLE_STATUS and not conflict) or attempt == attempts:
                 raise
@@ -101,22 +84,9 @@ def _call(
     body: Any = None,
     query: list[tuple[str, str]] | None = None,
     content_type: str = "application/json",
+    accept: str | None = None,
 ) -> Any:
-    api = api_client()
-    serialized = api.param_serialize(
-        method=method,
-        resource_path=path,
-        query_params=query or [],
-        header_params={"Accept": "application/json", "Content-Type": content_type},
-        body=body,
-        auth_settings=["BearerToken"],
-    )
-    response = api.call_api(*serialized)
-    response.read()  # type: ignore[no-untyped-call]
-    text = response.data.decode() if response.data else ""
-    if not 200 <= response.status <= 299:
-        raise ApiException.from_response(http_resp=response, body=text, data=None)
-    return json.loads(text) if text else None
+    return apiserver.request(method, path, body, query, content_type, accept)
 
 
 def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,7 +166,7 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
     """The object, or None when it does not exist."""
     try:
         result: dict[str, Any] = with_retries(lambda: _call("GET", _path(api_version, kind, namespace, name)))
-    except ApiException as error:
+    except ApiError as error:
         if error.status == 404:
             return None
         raise
@@ -219,7 +189,7 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
     body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
     try:
         with_retries(lambda: _call("DELETE", path, body))
-    except ApiException as error:
+    except ApiError as error:
         if error.status != 404:
             raise
 
@@ -254,10 +224,10 @@ def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) ->
     }
     path = f"/api/v1/namespaces/{metadata['namespace']}/events"
     try:
-        with_retries(lambda: _call("POST", path, event), attempts=3)
-    except (ApiException, urllib3.exceptions.HTTPError, ConnectionError) as error:
+        with_retries(lambda: _call("POST", path, event, accept=apiserver.METADATA_ONLY), attempts=3)
+    except (ApiError, urllib3.exceptions.HTTPError, ConnectionError) as error:
         # an Event is best effort: never fail a reconcile for it (nor for a connection lost while posting)
-        why = error.reason if isinstance(error, ApiException) else error
+        why = error.reason if isinstance(error, ApiError) else error
         logger.warning("could not post event %s on %s: %s", reason, metadata["name"], why)
 
 
@@ -276,10 +246,12 @@ def patch_status(
     api_version: str, kind: str, namespace: str, name: str, status: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Merge-patch the status subresource (lists such as conditions are replaced whole); returns the
-    object."""
+    object's metadata (what a caller needs: its new resourceVersion)."""
     path = _path(api_version, kind, namespace, name) + "/status"
+    body = {"status": dict(status)}
+    merge_patch = "application/merge-patch+json"
     result: dict[str, Any] = with_retries(
-        lambda: _call("PATCH", path, {"status": dict(status)}, content_type="application/merge-patch+json")
+        lambda: _call("PATCH", path, body, content_type=merge_patch, accept=apiserver.METADATA_ONLY)
     )
     return result
 
@@ -288,19 +260,19 @@ def scheduler_messages(namespace: str, pod_names: list[str]) -> dict[str, str]:
     """Latest FailedScheduling message per pod (what the scheduler said about why it cannot place it)."""
     if not pod_names:
         return {}
-    core = client.CoreV1Api(api_client())
     wanted = set(pod_names)
-    events = with_retries(
-        lambda: core.list_namespaced_event(
-            namespace, field_selector="reason=FailedScheduling,involvedObject.kind=Pod"
-        )
-    )
+    selector = "reason=FailedScheduling,involvedObject.kind=Pod"
+    path = f"/api/v1/namespaces/{namespace}/events"
+    events = with_retries(lambda: _call("GET", path, query=[("fieldSelector", selector)]))
     latest: dict[str, tuple[str, str]] = {}
-    for event in events.items:
-        name = event.involved_object.name
+    for event in events.get("items") or ():
+        name = (event.get("involvedObject") or {}).get("name")
         if name not in wanted:
             continue
-        stamp = str(event.last_timestamp or event.event_time or event.metadata.creation_timestamp or "")
+        metadata = event.get("metadata") or {}
+        stamp = str(
+            event.get("lastTimestamp") or event.get("eventTime") or metadata.get("creationTimestamp") or ""
+        )
         if name not in latest or stamp >= latest[name][0]:
-            latest[name] = (stamp, event.message or "")
+            latest[name] = (stamp, event.get("message") or "")
     return {name: message for name, (_, message) in latest.items()}

@@ -17,7 +17,6 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1 import API_VERSION, GROUP, LABEL_PREFIX, VERSION
@@ -26,6 +25,7 @@ from mlops_operator.api.v1alpha1.modeldeployment import KIND, ModelDeploymentSpe
 from mlops_operator.api.v1alpha1.pod_contract import ENV_MLFLOW_TRACKING_URI
 from mlops_operator.config import OperatorConfig
 from mlops_operator.controllers import discovery, kube, resync, triggers
+from mlops_operator.controllers.apiserver import ApiError
 from mlops_operator.controllers.common import (
     Transition,
     describe_validation_error,
@@ -229,7 +229,7 @@ def _cluster_apis(spec: ModelDeploymentSpec) -> ClusterApis:
 def _apply(child: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
     try:
         return kube.apply_if_changed(child, live)[0]
-    except ApiException as error:
+    except ApiError as error:
         if error.status == 404 and (child["apiVersion"], child["kind"]) in OPTIONAL_CHILD_KINDS:
             discovery.discovery.forget(child["apiVersion"])  # its CRD went away: look again next time
         raise

@@ -16,14 +16,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import kopf
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
-from mlops_operator.controllers import kube
+from mlops_operator.controllers import apiserver
+from mlops_operator.controllers.apiserver import ApiError
 
 logger = logging.getLogger(__name__)
 
 _settings: list[kopf.OperatorSettings] = []
+_KOPF = "/apis/kopf.dev/v1"
 
 
 def _live_rivals(status: Mapping[str, Any], priority: int, now: dt.datetime) -> list[str]:
@@ -52,25 +52,21 @@ def _live_rivals(status: Mapping[str, Any], priority: int, now: dt.datetime) -> 
 
 
 def _peering_objects(settings: kopf.OperatorSettings, namespaces: Sequence[str]) -> list[Mapping[str, Any]]:
-    api = client.CustomObjectsApi(kube.api_client())
     name = settings.peering.name
     found: list[Mapping[str, Any]] = []
     try:
         if settings.peering.clusterwide:
             found.append(
-                cast(
-                    Mapping[str, Any],
-                    api.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name),
-                )
+                cast(Mapping[str, Any], apiserver.request("GET", f"{_KOPF}/clusterkopfpeerings/{name}"))
             )
         else:
             # literal namespaces only: a glob's peering objects are not looked up
             for namespace in namespaces:
                 if namespace.startswith("!") or glob.has_magic(namespace) or "," in namespace:
                     continue
-                body = api.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", name)
+                body = apiserver.request("GET", f"{_KOPF}/namespaces/{namespace}/kopfpeerings/{name}")
                 found.append(cast(Mapping[str, Any], body))
-    except ApiException as error:
+    except ApiError as error:
         if error.status not in (403, 404):
             raise
     return found

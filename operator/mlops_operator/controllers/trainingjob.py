@@ -17,7 +17,6 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1 import API_VERSION, GROUP, VERSION
@@ -31,6 +30,7 @@ from mlops_operator.api.v1alpha1.trainingjob import (
 )
 from mlops_operator.config import OperatorConfig
 from mlops_operator.controllers import kube, resync, triggers
+from mlops_operator.controllers.apiserver import ApiError
 from mlops_operator.controllers.common import (
     Transition,
     describe_validation_error,
@@ -221,7 +221,7 @@ def _apply_children(
             )
         try:
             applied, _ = kube.apply_if_changed(child, live)
-        except ApiException as error:
+        except ApiError as error:
             if error.status == 422 and child["kind"] == "Job" and existing is not None:
                 return existing, (
                     False,
@@ -234,7 +234,7 @@ def _apply_children(
     return job, (True, "")
 
 
-def _reason(error: ApiException) -> str:
+def _reason(error: ApiError) -> str:
     try:
         message: str = json.loads(error.body or "{}").get("message", "")
     except ValueError:

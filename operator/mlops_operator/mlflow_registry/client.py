@@ -24,13 +24,15 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.api.v1alpha1.trainingjob import GateResult, TrainingProgress
-from mlops_operator.drift.profile import ProfileError, ReferenceProfile, load_profile
 from mlops_operator.runtime import names
 from mlops_operator.runtime.mlflow_errors import classify
+
+if TYPE_CHECKING:  # numpy: imported when a profile is loaded (DriftPolicies only), not by every operator
+    from mlops_operator.drift.profile import ReferenceProfile
 
 T = TypeVar("T")
 
@@ -402,6 +404,8 @@ class Registry:
                 f"version {version} of model {name} has no readable {pc.PROFILE_ARTIFACT} "
                 f"in run {run_id}: {error}"
             ) from error
+        from mlops_operator.drift.profile import ProfileError, load_profile
+
         try:
             return load_profile(text)
         except ProfileError as error:
