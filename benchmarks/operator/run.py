@@ -580,6 +580,16 @@ def run_size(
             "job_latency_p99_s": round(percentile(job_latency, 99), 3),
             "job_latency_max_s": round(max(job_latency, default=float("nan")), 3),
             "jobs_seen": len(job_latency),
+            # p99 per tenth of the burst, in creation order: flat = keeping up; rising = a queue builds
+            "job_latency_p99_by_tenth_s": [
+                round(
+                    percentile(
+                        job_latency[len(job_latency) * k // 10 : len(job_latency) * (k + 1) // 10], 99
+                    ),
+                    3,
+                )
+                for k in range(10)
+            ],
             "deployment_latency_p50_s": round(percentile(deploy_latency, 50), 3),
             "deployment_latency_p99_s": round(percentile(deploy_latency, 99), 3),
             "operator_cpu_create_s": round(cpu_create, 2),
