@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1.7
-# The operator image: `mlops-operator run`. It talks to the Kubernetes API and to MLflow's REST API only, so
-# it carries kopf, kubernetes, pydantic, numpy (drift statistics), prometheus-client and mlflow-skinny
+# The operator image: `mlops-operator run`. It talks to the Kubernetes API (kopf, and urllib3 + orjson for
+# its own requests: no kubernetes client, a pod logs in with its service account) and to MLflow's REST API
+# only, so it carries kopf, pydantic, numpy (drift statistics), prometheus-client and mlflow-skinny
 # (MlflowClient without pandas/scipy/pyarrow/torch). Training and serving run in Dockerfile.runtime's image.
+# tests/unit/test_chart_images.py checks that this list covers what the operator imports.
 #   docker build -t ghcr.io/mlops-operator/operator:0.1.0 .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -14,7 +16,7 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY requirements.lock ./
 RUN grep -v '^#' requirements.lock > /tmp/constraints.txt \
     && pip install -c /tmp/constraints.txt \
-        kopf kubernetes pydantic numpy prometheus-client mlflow-skinny pyyaml urllib3
+        kopf pydantic numpy prometheus-client mlflow-skinny pyyaml urllib3 orjson
 COPY pyproject.toml README.md ./
 COPY operator ./operator
 # --no-deps: the package's full dependency list (torch, pandas, full mlflow) is the runtime image's.

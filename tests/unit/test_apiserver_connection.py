@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,8 +17,7 @@ import pytest
 
 from mlops_operator import kubeconfig
 from mlops_operator.controllers import apiserver, kube
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.operator_imports import token_kubeconfig, top_level_modules
 
 
 class _Recorder(BaseHTTPRequestHandler):
@@ -155,20 +151,7 @@ def test_get_of_a_missing_object_is_none(
 
 
 def _kubeconfig(tmp_path: Path, user: dict[str, Any], name: str = "config") -> Path:
-    path = tmp_path / name
-    path.write_text(
-        json.dumps(  # JSON is YAML
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "ctx",
-                "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
-                "users": [{"name": "u", "user": user}],
-            }
-        )
-    )
-    return path
+    return token_kubeconfig(tmp_path / name, user)
 
 
 @pytest.mark.parametrize(
@@ -211,32 +194,16 @@ def test_in_a_pod_the_service_account_is_used_whatever_the_kubeconfig(
     assert kubeconfig.needs_credential_plugin() is False
 
 
-def _imported_by_the_run_command(kubeconfig_path: Path) -> set[str]:
-    """Top-level modules a ``mlops-operator run`` process holds once every handler is registered."""
-    script = textwrap.dedent(
-        """
-        import sys
-        from mlops_operator import cli
-        cli._keep_kubernetes_client_out()
-        import mlops_operator.controllers.runner
-        print(" ".join(sorted(name for name, module in sys.modules.items() if module and "." not in name)))
-        """
-    )
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig_path)}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-    return set(done.stdout.split())
-
-
 def test_the_operator_process_imports_neither_the_kubernetes_client_nor_numpy_nor_mlflow(
     tmp_path: Path,
 ) -> None:
     """What keeps the idle operator small (benchmarks/results/operator.md): ~25 MiB for the kubernetes
     client, ~14 MiB for numpy (loaded by the first DriftPolicy evaluation), ~100 MiB for mlflow."""
-    modules = _imported_by_the_run_command(_kubeconfig(tmp_path, {"token": "abc"}))
+    modules = top_level_modules(_kubeconfig(tmp_path, {"token": "abc"}))
     assert {"kopf", "mlops_operator"} <= modules
     assert modules.isdisjoint({"kubernetes", "numpy", "mlflow", "pandas", "pyarrow", "torch"})
 
 
 def test_a_credential_plugin_brings_the_kubernetes_client_back(tmp_path: Path) -> None:
-    modules = _imported_by_the_run_command(_kubeconfig(tmp_path, {"exec": {"command": "login"}}))
+    modules = top_level_modules(_kubeconfig(tmp_path, {"exec": {"command": "login"}}))
     assert "kubernetes" in modules

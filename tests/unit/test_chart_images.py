@@ -64,6 +64,57 @@ def test_operator_image_has_no_training_stack() -> None:
     assert 'ENTRYPOINT ["mlops-operator"]' in text
 
 
+def _operator_image_packages() -> set[str]:
+    """The distributions the operator image's ``pip install -c constraints`` names."""
+    for word, rest in instructions(REPO / "Dockerfile"):
+        if word == "RUN" and "pip install -c /tmp/constraints.txt" in rest:
+            names = rest.split("pip install -c /tmp/constraints.txt", 1)[1].split("&&")[0].split()
+            return {canonical(name) for name in names}
+    raise AssertionError("no constrained pip install in Dockerfile")
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _with_dependencies(names: set[str]) -> set[str]:
+    """``names`` and everything they require (markers evaluated here, extras not followed), by the
+    installed metadata."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for text in metadata.requires(name) or ():
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(canonical(requirement.name))
+    return seen
+
+
+def test_the_operator_image_installs_everything_the_operator_imports(tmp_path: Path) -> None:
+    """The image's package list is written by hand: an import added to the operator (orjson, once) must not
+    first fail in a cluster."""
+    from importlib import metadata
+
+    from tests.support.operator_imports import token_kubeconfig, top_level_modules
+
+    providers = metadata.packages_distributions()
+    modules = top_level_modules(token_kubeconfig(tmp_path / "kubeconfig"))
+    needed = {canonical(dist) for module in modules for dist in providers.get(module, ())}
+    # imported only because this venv has them: aiohttp's optional brotli, setuptools' site hook
+    needed -= {"mlops-operator", "brotli", "setuptools"}
+    installed = _with_dependencies(_operator_image_packages())
+    assert needed <= installed, f"imported but not in the operator image: {sorted(needed - installed)}"
+    assert "kubernetes" not in installed, "in a pod the operator logs in with its service account"
+
+
 def test_runtime_image_selects_the_torch_build() -> None:
     rows = instructions(REPO / "Dockerfile.runtime")
     args = [rest for word, rest in rows if word == "ARG"]
