@@ -105,6 +105,61 @@ def test_child_event_bursts_are_coalesced_into_one_reconcile() -> None:
     assert runs.count(("ns", "a")) == 2
 
 
+def test_an_object_reconciled_within_the_interval_is_left_to_the_next_resync_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(triggers.time, "monotonic", lambda: clock[0])
+    serialized = triggers.Serialized(lambda _body: "done", lambda _ns, _name: None)
+    obj = body()
+    assert not serialized.reconciled_within(obj, 10)
+    assert serialized(obj) == "done"
+    clock[0] += 9.5
+    assert serialized.reconciled_within(obj, 10)
+    clock[0] += 1
+    assert not serialized.reconciled_within(obj, 10)
+    serialized(obj)
+    triggers.reconcile_on_event(triggers.ParentTriggers(), obj, "DELETED", serialized, lambda _ns, _n: None)
+    assert not serialized.reconciled_within(obj, 10)  # deleted: forgotten
+
+
+def test_a_failed_reconcile_does_not_count_as_a_look() -> None:
+    def fail(_body: Any) -> None:
+        raise RuntimeError("apiserver down")
+
+    serialized = triggers.Serialized(fail, lambda _ns, _name: None)
+    with pytest.raises(RuntimeError):
+        serialized(body())
+    assert not serialized.reconciled_within(body(), 10)
+
+
+def test_the_resync_listing_is_paged_and_an_expired_token_starts_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[list[tuple[str, str]]] = []
+    pages = {None: (["a", "b"], "t1"), "t1": (["c"], "t2"), "t2": (["d"], None)}
+
+    def fake_call(method: str, path: str, body: Any = None, query: Any = None, **_: Any) -> Any:
+        calls.append(query)
+        token = dict(query).get("continue")
+        if token == "t2" and sum(1 for q in calls if dict(q).get("continue") == "t2") == 1:
+            raise kube.ApiError(410, "Gone", '{"message": "continue token expired"}')
+        names, following = pages[token]
+        items = [{"metadata": {"name": n, "namespace": "ns"}} for n in names]
+        return {"items": items, "metadata": {"continue": following} if following else {}}
+
+    monkeypatch.setattr(kube, "_call", fake_call)
+    items, token = kube.list_page("batch/v1", "Job", 2)
+    assert ([i["metadata"]["name"] for i in items], token) == (["a", "b"], "t1")
+    assert items[0]["kind"] == "Job" and items[0]["apiVersion"] == "batch/v1"
+    items, token = kube.list_page("batch/v1", "Job", 2, "t1")
+    assert ([i["metadata"]["name"] for i in items], token) == (["c"], "t2")
+    items, token = kube.list_page("batch/v1", "Job", 2, "t2")  # expired: the first page again
+    assert ([i["metadata"]["name"] for i in items], token) == (["a", "b"], "t1")
+    assert calls[0] == [("limit", "2")]
+    assert calls[-1] == [("limit", "2")]
+
+
 def test_running_single_pod_jobs_without_mlflow_are_left_to_job_events(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

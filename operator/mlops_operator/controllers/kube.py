@@ -231,15 +231,24 @@ def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) ->
         logger.warning("could not post event %s on %s: %s", reason, metadata["name"], why)
 
 
-def list_all(api_version: str, kind: str) -> list[dict[str, Any]]:
-    """Every object of a kind in every namespace."""
+def list_page(
+    api_version: str, kind: str, limit: int, token: str | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of the objects of a kind in every namespace: (items, the token of the next page or None).
+    A token that expired (410: the listing fell out of etcd's compaction window) starts over."""
     prefix, plural = _PATHS[(api_version, kind)]
-    result = with_retries(lambda: _call("GET", f"{prefix}/{plural}"))
+    query = [("limit", str(limit)), *([("continue", token)] if token else [])]
+    try:
+        result = with_retries(lambda: _call("GET", f"{prefix}/{plural}", query=query))
+    except ApiError as error:
+        if error.status != 410 or not token:
+            raise
+        return list_page(api_version, kind, limit)
     items: list[dict[str, Any]] = result.get("items") or []
     for item in items:  # list items carry no apiVersion/kind
         item.setdefault("apiVersion", api_version)
         item.setdefault("kind", kind)
-    return items
+    return items, (result.get("metadata") or {}).get("continue") or None
 
 
 def patch_status(

@@ -274,6 +274,11 @@ _serialized = triggers.Serialized(reconcile, _read)
 #: Child events come in bursts: one reconcile of the parent per burst.
 _after_child_events = triggers.Coalescer(_serialized.by_name)
 
+_RESOLVE_INTERVAL = OperatorConfig.from_env().resolve_interval_seconds
 resync.register(
-    API_VERSION, KIND, interval=OperatorConfig.from_env().resolve_interval_seconds, reconcile=_serialized
+    API_VERSION,
+    KIND,
+    interval=_RESOLVE_INTERVAL,
+    reconcile=_serialized,
+    when=lambda body: not _serialized.reconciled_within(body, _RESOLVE_INTERVAL),
 )

@@ -2,8 +2,10 @@
 
 kopf's timers would do this per object, but kopf puts its finalizer on every object with a timer: an object
 then cannot be deleted while the operator is down, and each create costs one more write. Instead one loop
-per operator lists each registered kind every ``interval`` seconds and reconciles the objects that need it
-(in kopf's thread pool, a few at a time), limited to the namespaces the operator watches.
+per operator lists each registered kind every ``interval`` seconds (in pages of ``PAGE_SIZE``) and
+reconciles the objects that need it (in kopf's thread pool, a few at a time), limited to the namespaces the
+operator watches. A pass adds a look where events did not bring one: an object they reconciled within the
+last interval is left to the next pass (``when`` says so), so looks are at most two intervals apart.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Reconciles run at once by the resync loop (each is a blocking call in a worker thread).
 CONCURRENCY = 8
+#: Objects per list request of a pass.
+PAGE_SIZE = 250
 
 
 @dataclass
@@ -78,14 +82,21 @@ def watched(namespace: str) -> bool:
 async def _run_due(loop: asyncio.AbstractEventLoop, semaphore: asyncio.Semaphore, entry: Resync) -> None:
     if await loop.run_in_executor(None, peering.standby, list(_namespace_patterns)):
         return  # kopf pauses a standby replica's handlers; this loop must pause with them
-    items = await loop.run_in_executor(None, kube.list_all, entry.api_version, entry.kind)
-    due = [
-        item
-        for item in items
-        if watched(item["metadata"]["namespace"])
-        and item["metadata"].get("deletionTimestamp") is None
-        and entry.when(item)
-    ]
+    due: list[Mapping[str, Any]] = []
+    token: str | None = None
+    while True:  # page by page: only the due objects are kept, not a listing of every object at once
+        page, token = await loop.run_in_executor(
+            None, kube.list_page, entry.api_version, entry.kind, PAGE_SIZE, token
+        )
+        due.extend(
+            item
+            for item in page
+            if watched(item["metadata"]["namespace"])
+            and item["metadata"].get("deletionTimestamp") is None
+            and entry.when(item)
+        )
+        if not token:
+            break
 
     async def one(item: Mapping[str, Any]) -> None:
         async with semaphore:

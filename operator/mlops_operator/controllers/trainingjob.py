@@ -297,10 +297,11 @@ _serialized = triggers.Serialized(reconcile, _read)
 #: Child events come in bursts: one reconcile of the parent per burst.
 _after_child_events = triggers.Coalescer(_serialized.by_name)
 
+_PROGRESS_INTERVAL = OperatorConfig.from_env().progress_interval_seconds
 resync.register(
     API_VERSION,
     KIND,
-    interval=OperatorConfig.from_env().progress_interval_seconds,
+    interval=_PROGRESS_INTERVAL,
     reconcile=_serialized,
-    when=needs_resync,
+    when=lambda body: needs_resync(body) and not _serialized.reconciled_within(body, _PROGRESS_INTERVAL),
 )

@@ -106,6 +106,8 @@ def reconcile_on_event(
     reread: Callable[[str, str], Mapping[str, Any] | None],
 ) -> None:
     """The event handler of a parent kind: reconcile when due, remember it, retry when it fails."""
+    if event_type == "DELETED" and isinstance(reconcile, Serialized):
+        reconcile.forget(body)
     if not triggers.due(body, event_type):
         return
     try:
@@ -156,6 +158,7 @@ class Serialized:
         self.reread = reread
         self._locks: dict[tuple[str, str], list[Any]] = {}  # key -> [lock, users]
         self._guard = threading.Lock()
+        self._finished: dict[tuple[str, str], float] = {}  # key -> monotonic time of the last reconcile
 
     def __call__(self, body: Mapping[str, Any]) -> Any:
         key = (body["metadata"]["namespace"], body["metadata"]["name"])
@@ -172,8 +175,11 @@ class Serialized:
                 current = self.reread(*key)
             try:
                 if current is None or current["metadata"].get("deletionTimestamp"):
+                    self._finished.pop(key, None)
                     return None
-                return self.reconcile(current)
+                result = self.reconcile(current)
+                self._finished[key] = time.monotonic()
+                return result
             finally:
                 lock.release()
         finally:
@@ -181,6 +187,16 @@ class Serialized:
                 entry[1] -= 1
                 if entry[1] == 0:
                     del self._locks[key]
+
+    def reconciled_within(self, body: Mapping[str, Any], seconds: float) -> bool:
+        """The object was reconciled successfully, by any caller, less than ``seconds`` ago: a periodic
+        look (the resync loop) has nothing to add yet."""
+        finished = self._finished.get((body["metadata"]["namespace"], body["metadata"]["name"]))
+        return finished is not None and time.monotonic() - finished < seconds
+
+    def forget(self, body: Mapping[str, Any]) -> None:
+        """The object was deleted."""
+        self._finished.pop((body["metadata"]["namespace"], body["metadata"]["name"]), None)
 
     def by_name(self, key: tuple[str, str]) -> Any:
         """Reconcile the object ``(namespace, name)`` as it is now (e.g. after events of its children)."""
