@@ -510,8 +510,11 @@ def run_size(
         before = operator_requests(info)
         cpu0, t0 = sampler.cpu(), time.monotonic()
         load_start = os.getloadavg()
+        busy0 = machine_busy()
         sent = create_all(custom, items, args.rate)
         create_seconds = time.monotonic() - t0
+        cpu_burst = sampler.cpu() - cpu0
+        busy_burst = machine_busy() - busy0
         log(f"N={n}: {len(items)} creates sent in {create_seconds:.1f}s; waiting for convergence")
 
         tj_names = [m["metadata"]["name"] for p, m in items if p == "trainingjobs"]
@@ -593,6 +596,10 @@ def run_size(
             "deployment_latency_p50_s": round(percentile(deploy_latency, 50), 3),
             "deployment_latency_p99_s": round(percentile(deploy_latency, 99), 3),
             "operator_cpu_create_s": round(cpu_create, 2),
+            # while the creates were sent: the operator's CPU, and how busy the whole machine was (1.0 = every
+            # core, whoever used it: control plane, kwok, benchmark client, other work)
+            "operator_cpu_burst_s": round(cpu_burst, 2),
+            "machine_busy_burst": round(busy_burst / (create_seconds * (os.cpu_count() or 1)), 3),
             "operator_cpu_resync_s": round(cpu_resync, 2),
             "rss_idle_mib": round(idle_rss, 1),
             "rss_peak_mib": round(max(peak_create, sampler.peak()), 1),
@@ -657,6 +664,13 @@ def register_model(tracking_uri: str) -> None:
     mlflow.create_registered_model(MODEL)
     mlflow.create_model_version(MODEL, source=f"s3://placeholder-bucket/{MODEL}/1")
     mlflow.set_registered_model_alias(MODEL, "champion", "1")
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent not idle since boot (every core, from /proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> dict[str, Any]:
