@@ -105,6 +105,31 @@ def test_child_event_bursts_are_coalesced_into_one_reconcile() -> None:
     assert runs.count(("ns", "a")) == 2
 
 
+async def test_only_due_events_take_a_handler_thread() -> None:
+    """Echoes of our own status patches are decided on the event loop; a due event reconciles in the pool,
+    with a plain copy of the body."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads: list[str] = []
+    reconciled: list[dict[str, Any]] = []
+
+    def reconcile(obj: Any) -> None:
+        threads.append(threading.current_thread().name)
+        reconciled.append(obj)
+
+    parents = triggers.ParentTriggers()
+    with ThreadPoolExecutor(1, thread_name_prefix="handlers") as pool:
+        created = body()
+        await triggers.on_parent_event(parents, created, "ADDED", reconcile, lambda _n, _m: None, pool)
+        echo = body(observed=1)  # our status patch came back: same generation
+        await triggers.on_parent_event(parents, echo, "MODIFIED", reconcile, lambda _n, _m: None, pool)
+        edited = body(generation=2, observed=1)
+        await triggers.on_parent_event(parents, edited, "MODIFIED", reconcile, lambda _n, _m: None, pool)
+    assert [obj["metadata"]["generation"] for obj in reconciled] == [1, 2]
+    assert threads == ["handlers_0", "handlers_0"]
+    assert reconciled[0] == created and reconciled[0] is not created
+
+
 def test_an_object_reconciled_within_the_interval_is_left_to_the_next_resync_pass(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

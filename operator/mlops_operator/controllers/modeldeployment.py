@@ -20,7 +20,7 @@ import kopf
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1 import API_VERSION, GROUP, LABEL_PREFIX, VERSION
-from mlops_operator.api.v1alpha1.common import VALID, plain, set_condition
+from mlops_operator.api.v1alpha1.common import VALID, set_condition
 from mlops_operator.api.v1alpha1.modeldeployment import KIND, ModelDeploymentSpec, ModelDeploymentStatus
 from mlops_operator.api.v1alpha1.pod_contract import ENV_MLFLOW_TRACKING_URI
 from mlops_operator.config import OperatorConfig
@@ -33,6 +33,7 @@ from mlops_operator.controllers.common import (
     publish,
 )
 from mlops_operator.controllers.modeldeployment_status import READY, Resolution, observe
+from mlops_operator.controllers.settings import handler_executor
 from mlops_operator.mlflow_registry import (
     ModelNotFoundError,
     Registry,
@@ -107,13 +108,14 @@ def _trigger_key(body: Mapping[str, Any]) -> Hashable:
 TRIGGERS = triggers.ParentTriggers(_trigger_key)
 
 
+# Coroutines, as the TrainingJob's: decided on kopf's event loop, a due reconcile takes a handler thread.
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def modeldeployment_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
-    triggers.reconcile_on_event(TRIGGERS, plain(body), type, _serialized, _read)
+async def modeldeployment_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+    await triggers.on_parent_event(TRIGGERS, body, type, _serialized, _read, handler_executor())
 
 
 @kopf.on.event("apps/v1", "deployments", labels={OWNER_LABEL: kopf.PRESENT})
-def deployment_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def deployment_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
     if type is None:
         return  # the initial listing: parents are reconciled on their own listing and by the resync loop
     for reference in body.get("metadata", {}).get("ownerReferences") or ():

@@ -4,6 +4,7 @@ peering for HA, watch timeouts and event posting. Applied once at start-up."""
 import logging
 import os
 import random
+from concurrent.futures import Executor
 from typing import Any
 
 import kopf
@@ -16,8 +17,18 @@ FINALIZER = f"{GROUP}/finalizer"
 PEERING_NAME = "mlops-operator"
 
 
+_current: list[kopf.OperatorSettings] = []
+
+
+def handler_executor() -> Executor | None:
+    """kopf's thread pool for sync handlers (settings.execution), for work a coroutine handler hands off;
+    None (asyncio's default pool) before the operator started."""
+    return _current[0].execution.executor if _current else None
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    _current[:] = [settings]
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

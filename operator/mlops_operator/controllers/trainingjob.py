@@ -20,7 +20,7 @@ import kopf
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1 import API_VERSION, GROUP, VERSION
-from mlops_operator.api.v1alpha1.common import VALID, plain, set_condition
+from mlops_operator.api.v1alpha1.common import VALID, set_condition
 from mlops_operator.api.v1alpha1.trainingjob import (
     FINISHED_PHASES,
     KIND,
@@ -37,6 +37,7 @@ from mlops_operator.controllers.common import (
     pod_defaults,
     publish,
 )
+from mlops_operator.controllers.settings import handler_executor
 from mlops_operator.controllers.trainingjob_status import READY, RunObservation, observe
 from mlops_operator.mlflow_registry import registry_for
 from mlops_operator.resources.common import Owner, PodDefaults
@@ -86,16 +87,18 @@ run_reader: RunReader = read_run_from_mlflow
 TRIGGERS = triggers.ParentTriggers()
 
 
+# Both event handlers are coroutines: they decide on kopf's event loop, and only a due reconcile takes one
+# of kopf's handler threads (most events are the echoes of our own writes).
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def trainingjob_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
-    triggers.reconcile_on_event(TRIGGERS, plain(body), type, _serialized, _read)
+async def trainingjob_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+    await triggers.on_parent_event(TRIGGERS, body, type, _serialized, _read, handler_executor())
 
 
 # Pods are not watched (a cluster-wide watch of every pod, filtered client-side, for state the Job's status
 # already summarises): Job status changes (active/ready/succeeded/failed) bring the reconcile that lists the
 # job's pods; pods stuck Pending (unschedulable, image pulls) are seen by the resync of unfinished jobs.
 @kopf.on.event("batch/v1", "jobs", labels={OWNER_LABEL: kopf.PRESENT})
-def job_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
+async def job_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
     uid = body.get("metadata", {}).get("uid", "")
     summary = _job_summary(body)
     if type == "DELETED":

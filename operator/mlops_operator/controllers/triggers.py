@@ -21,15 +21,17 @@ and fewer intermediate status patches.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
+from mlops_operator.api.v1alpha1.common import plain
 from mlops_operator.controllers.common import (
     RETRY_BACKOFF_SECONDS,
     forget_version,
@@ -108,8 +110,34 @@ def reconcile_on_event(
     """The event handler of a parent kind: reconcile when due, remember it, retry when it fails."""
     if event_type == "DELETED" and isinstance(reconcile, Serialized):
         reconcile.forget(body)
-    if not triggers.due(body, event_type):
-        return
+    if triggers.due(body, event_type):
+        _reconcile_due(triggers, body, reconcile, reread)
+
+
+async def on_parent_event(
+    triggers: ParentTriggers,
+    body: Mapping[str, Any],
+    event_type: str | None,
+    reconcile: Callable[[Mapping[str, Any]], Any],
+    reread: Callable[[str, str], Mapping[str, Any] | None],
+    executor: Executor | None,
+) -> None:
+    """``reconcile_on_event`` for kopf's event loop: most events of a parent call for no reconcile (the
+    echoes of our own status patches, metadata edits) and are decided here without a thread; the due ones
+    reconcile in ``executor`` (kopf's handler threads), with a plain copy of the body."""
+    if event_type == "DELETED" and isinstance(reconcile, Serialized):
+        reconcile.forget(body)
+    if triggers.due(body, event_type):
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(executor, _reconcile_due, triggers, plain(body), reconcile, reread)
+
+
+def _reconcile_due(
+    triggers: ParentTriggers,
+    body: Mapping[str, Any],
+    reconcile: Callable[[Mapping[str, Any]], Any],
+    reread: Callable[[str, str], Mapping[str, Any] | None],
+) -> None:
     try:
         reconcile(body)
     except Exception:
