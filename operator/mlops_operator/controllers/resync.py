@@ -23,7 +23,6 @@ from typing import Any
 import kopf
 
 from mlops_operator.controllers import kube, peering
-from mlops_operator.controllers.settings import handler_executor
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +80,13 @@ def watched(namespace: str) -> bool:
 
 
 async def _run_due(loop: asyncio.AbstractEventLoop, semaphore: asyncio.Semaphore, entry: Resync) -> None:
-    if await loop.run_in_executor(handler_executor(), peering.standby, list(_namespace_patterns)):
+    if await loop.run_in_executor(None, peering.standby, list(_namespace_patterns)):
         return  # kopf pauses a standby replica's handlers; this loop must pause with them
     due: list[Mapping[str, Any]] = []
     token: str | None = None
     while True:  # page by page: only the due objects are kept, not a listing of every object at once
         page, token = await loop.run_in_executor(
-            handler_executor(), kube.list_page, entry.api_version, entry.kind, PAGE_SIZE, token
+            None, kube.list_page, entry.api_version, entry.kind, PAGE_SIZE, token
         )
         due.extend(
             item
@@ -102,7 +101,7 @@ async def _run_due(loop: asyncio.AbstractEventLoop, semaphore: asyncio.Semaphore
     async def one(item: Mapping[str, Any]) -> None:
         async with semaphore:
             try:
-                await loop.run_in_executor(handler_executor(), entry.reconcile, item)
+                await loop.run_in_executor(None, entry.reconcile, item)
             except Exception:
                 name = f"{item['metadata']['namespace']}/{item['metadata']['name']}"
                 logger.exception("resync of %s %s failed", entry.kind, name)
@@ -126,7 +125,7 @@ async def _loop() -> None:
             except Exception:
                 logger.exception("resync of %s failed", entry.kind)
         if ran:
-            await loop.run_in_executor(handler_executor(), release_free_memory)
+            await loop.run_in_executor(None, release_free_memory)
         await asyncio.sleep(0.5)
 
 
