@@ -336,3 +336,6 @@ def test_a_null_field_is_an_absent_one_as_the_apiserver_reads_it() -> None:
     assert null == absent
     with pytest.raises(ValidationError, match=r"spec\.targetRef\s+Field required"):
         RESOURCES["DriftPolicy"].model_validate(apply_edits(body, {"spec.targetRef": None}))
+    # an unknown field stays unknown, null or not (the apiserver's strict field validation refuses it)
+    with pytest.raises(ValidationError, match=r"spec\.unknownField\s+Extra inputs are not permitted"):
+        RESOURCES["DriftPolicy"].model_validate(apply_edits(body, {"spec.unknownField": None}))

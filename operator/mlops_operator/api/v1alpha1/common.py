@@ -90,6 +90,20 @@ _BASE_CONFIG: Final = ConfigDict(
 )
 
 
+#: Per model class, the keys of its fields (see _field_keys).
+_FIELD_KEYS: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _field_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The keys a body may use for ``model``'s fields: wire (camelCase) names and Python names."""
+    keys = _FIELD_KEYS.get(model)
+    if keys is None:
+        fields = model.model_fields
+        keys = frozenset(fields) | frozenset(f.alias for f in fields.values() if f.alias)
+        _FIELD_KEYS[model] = keys
+    return keys
+
+
 class ApiModel(BaseModel):
     """Base of every spec-side model: camelCase on the wire, unknown fields rejected, rules checked."""
 
@@ -106,9 +120,11 @@ class ApiModel(BaseModel):
     def _null_is_absent(cls, data: Any) -> Any:
         """``field: null`` means the field is absent, as the apiserver reads it: no field of these CRDs is
         ``nullable``, so it prunes the null before defaulting (a defaulted field gets its default, a
-        required one is missing)."""
+        required one is missing). An unknown field stays unknown, null or not (strict field validation
+        refuses it)."""
         if isinstance(data, Mapping) and any(value is None for value in data.values()):
-            return {key: value for key, value in data.items() if value is not None}
+            known = _field_keys(cls)
+            return {key: value for key, value in data.items() if value is not None or key not in known}
         return data
 
     @model_validator(mode="after")
