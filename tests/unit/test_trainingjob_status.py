@@ -104,6 +104,14 @@ def test_pods_bound_but_not_running_yet_get_their_own_event_and_running_follows(
     assert [t.reason for t in second.transitions] == ["PodsRunning"]
 
 
+def test_a_job_that_fails_while_running_gets_one_event_for_its_failure() -> None:
+    running = observe(SPEC, 1, TrainingJobStatus(), job(active=2), [pod("m-0", "Running")] * 2, now=NOW)
+    failed_job = job([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "m"}])
+    failed = observe(SPEC, 1, running.status, failed_job, [pod("m-0", "Failed")] * 2, now=NOW)
+    assert [(t.type, t.reason) for t in failed.transitions] == [("Warning", "BackoffLimitExceeded")]
+    assert conditions_of(failed.status)["Running"] == ("False", "Finished")
+
+
 def test_a_finished_job_gets_one_event_for_its_outcome() -> None:
     """Finished (Running=False) and Ready=True say nothing JobSucceeded does not."""
     running = observe(SPEC, 1, TrainingJobStatus(), job(active=2), [pod("m-0", "Running")] * 2, now=NOW)

@@ -323,13 +323,13 @@ def _condition_message(conditions: Sequence[Condition], type_: str) -> str:
     return next((c.message for c in conditions if c.type == type_), "")
 
 
-#: (condition type, status) -> the (type, status) whose transition in the same observation implies it: one
-#: Event says what happened (running pods are scheduled; a finished job stopped running; a job that
-#: succeeded is ready), where several at the same second would only repeat it.
+#: (condition type, status) -> the (type, status) transitions that imply it when seen in the same
+#: observation: one Event says what happened (running pods are scheduled; a job that succeeded or failed
+#: stopped running; a job that succeeded is ready), where several at the same second would only repeat it.
 _IMPLIED_BY: Final = {
-    (SCHEDULED, "True"): (RUNNING, "True"),
-    (RUNNING, "False"): (SUCCEEDED, "True"),
-    (READY, "True"): (SUCCEEDED, "True"),
+    (SCHEDULED, "True"): ((RUNNING, "True"),),
+    (RUNNING, "False"): ((SUCCEEDED, "True"), (FAILED, "True")),
+    (READY, "True"): ((SUCCEEDED, "True"),),
 }
 
 
@@ -345,8 +345,7 @@ def _transitions(previous: TrainingJobStatus, current: TrainingJobStatus) -> lis
         old = before.get(condition.type)
         if old is not None and (old.status, old.reason) == (condition.status, condition.reason):
             continue
-        implied_by = _IMPLIED_BY.get((condition.type, condition.status))
-        if implied_by in changed or (condition.type == RUNNING and (FAILED, "True") in changed):
+        if any(cause in changed for cause in _IMPLIED_BY.get((condition.type, condition.status), ())):
             continue
         if condition.type == VALID and condition.status == "True" and old is None:
             continue
