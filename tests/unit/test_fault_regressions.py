@@ -119,7 +119,7 @@ def test_an_event_lost_to_a_dropped_connection_does_not_fail_the_reconcile(monke
         attempts.append(args)
         raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
 
-    monkeypatch.setattr(kube, "_call", dropped)
+    monkeypatch.setattr(kube.apiserver, "request", dropped)
     monkeypatch.setattr(kube.time, "sleep", lambda _seconds: None)
     body = {
         "apiVersion": "mlops.dev/v1alpha1",

@@ -173,7 +173,7 @@ def test_the_resync_listing_is_paged_and_an_expired_token_starts_over(
         items = [{"metadata": {"name": n, "namespace": "ns"}} for n in names]
         return {"items": items, "metadata": {"continue": following} if following else {}}
 
-    monkeypatch.setattr(kube, "_call", fake_call)
+    monkeypatch.setattr(kube.apiserver, "request", fake_call)
     items, token = kube.list_page("batch/v1", "Job", 2)
     assert ([i["metadata"]["name"] for i in items], token) == (["a", "b"], "t1")
     assert items[0]["kind"] == "Job" and items[0]["apiVersion"] == "batch/v1"

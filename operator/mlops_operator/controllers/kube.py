@@ -78,17 +78,6 @@ def _path(api_version: str, kind: str, namespace: str, name: str | None = None) 
     return f"{path}/{name}" if name else path
 
 
-def _call(
-    method: str,
-    path: str,
-    body: Any = None,
-    query: list[tuple[str, str]] | None = None,
-    content_type: str = "application/json",
-    accept: str | None = None,
-) -> Any:
-    return apiserver.request(method, path, body, query, content_type, accept)
-
-
 def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Server-side apply ``manifest`` with the operator's field manager (force: the operator owns its
     children's fields). Idempotent: applying the same manifest twice changes nothing."""
@@ -96,7 +85,7 @@ def apply(manifest: Mapping[str, Any]) -> dict[str, Any]:
     path = _path(manifest["apiVersion"], manifest["kind"], metadata["namespace"], metadata["name"])
     query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
     result: dict[str, Any] = with_retries(
-        lambda: _call("PATCH", path, dict(manifest), query, "application/apply-patch+yaml")
+        lambda: apiserver.request("PATCH", path, dict(manifest), query, "application/apply-patch+yaml")
     )
     return result
 
@@ -158,14 +147,18 @@ def create(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """Create an object (409 Conflict when it exists: callers that want create-once semantics rely on it)."""
     metadata = manifest["metadata"]
     path = _path(manifest["apiVersion"], manifest["kind"], metadata["namespace"])
-    result: dict[str, Any] = with_retries(lambda: _call("POST", path, dict(manifest)), retry_conflicts=False)
+    result: dict[str, Any] = with_retries(
+        lambda: apiserver.request("POST", path, dict(manifest)), retry_conflicts=False
+    )
     return result
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     """The object, or None when it does not exist."""
     try:
-        result: dict[str, Any] = with_retries(lambda: _call("GET", _path(api_version, kind, namespace, name)))
+        result: dict[str, Any] = with_retries(
+            lambda: apiserver.request("GET", _path(api_version, kind, namespace, name))
+        )
     except ApiError as error:
         if error.status == 404:
             return None
@@ -175,7 +168,7 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
 
 def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     path = _path(api_version, kind, namespace)
-    result = with_retries(lambda: _call("GET", path, query=[("labelSelector", label_selector)]))
+    result = with_retries(lambda: apiserver.request("GET", path, query=[("labelSelector", label_selector)]))
     items: list[dict[str, Any]] = result.get("items") or []
     for item in items:  # list items carry no apiVersion/kind
         item.setdefault("apiVersion", api_version)
@@ -188,7 +181,7 @@ def delete(api_version: str, kind: str, namespace: str, name: str) -> None:
     path = _path(api_version, kind, namespace, name)
     body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
     try:
-        with_retries(lambda: _call("DELETE", path, body))
+        with_retries(lambda: apiserver.request("DELETE", path, body))
     except ApiError as error:
         if error.status != 404:
             raise
@@ -224,7 +217,9 @@ def post_event(obj: Mapping[str, Any], type_: str, reason: str, message: str) ->
     }
     path = f"/api/v1/namespaces/{metadata['namespace']}/events"
     try:
-        with_retries(lambda: _call("POST", path, event, accept=apiserver.METADATA_ONLY), attempts=3)
+        with_retries(
+            lambda: apiserver.request("POST", path, event, accept=apiserver.METADATA_ONLY), attempts=3
+        )
     except (ApiError, urllib3.exceptions.HTTPError, ConnectionError) as error:
         # an Event is best effort: never fail a reconcile for it (nor for a connection lost while posting)
         why = error.reason if isinstance(error, ApiError) else error
@@ -239,7 +234,7 @@ def list_page(
     prefix, plural = _PATHS[(api_version, kind)]
     query = [("limit", str(limit)), *([("continue", token)] if token else [])]
     try:
-        result = with_retries(lambda: _call("GET", f"{prefix}/{plural}", query=query))
+        result = with_retries(lambda: apiserver.request("GET", f"{prefix}/{plural}", query=query))
     except ApiError as error:
         if error.status != 410 or not token:
             raise
@@ -260,7 +255,9 @@ def patch_status(
     body = {"status": dict(status)}
     merge_patch = "application/merge-patch+json"
     result: dict[str, Any] = with_retries(
-        lambda: _call("PATCH", path, body, content_type=merge_patch, accept=apiserver.METADATA_ONLY)
+        lambda: apiserver.request(
+            "PATCH", path, body, content_type=merge_patch, accept=apiserver.METADATA_ONLY
+        )
     )
     return result
 
@@ -272,7 +269,7 @@ def scheduler_messages(namespace: str, pod_names: list[str]) -> dict[str, str]:
     wanted = set(pod_names)
     selector = "reason=FailedScheduling,involvedObject.kind=Pod"
     path = f"/api/v1/namespaces/{namespace}/events"
-    events = with_retries(lambda: _call("GET", path, query=[("fieldSelector", selector)]))
+    events = with_retries(lambda: apiserver.request("GET", path, query=[("fieldSelector", selector)]))
     latest: dict[str, tuple[str, str]] = {}
     for event in events.get("items") or ():
         name = (event.get("involvedObject") or {}).get("name")
