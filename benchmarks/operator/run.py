@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO / "hack"))
 from kubernetes import client, config, watch  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
+import apf_counting  # noqa: E402
 import local_cluster as lc  # noqa: E402
 from mlflow_server import MlflowServer  # noqa: E402
 
@@ -62,7 +63,7 @@ RESULTS = REPO / "benchmarks" / "results"
 #: Request classes, in matching order (the first FlowSchema that matches a request wins).
 REQUEST_CLASSES = ("status", "parent", "events", "children", "read", "watch", "other")
 WRITE_CLASSES = ("status", "parent", "events", "children")
-WRITE_VERBS = ["create", "update", "patch", "delete", "deletecollection"]
+FLOW_PREFIX = "bench-op-"
 BENCH_NODES = tuple(lc.FakeNode(f"bench-node-{i}", cpu="2000", memory="8Ti", pods="1000") for i in range(4))
 
 
@@ -75,9 +76,7 @@ def log(message: str) -> None:
 
 def flow_objects() -> list[dict[str, Any]]:
     """A priority level and one FlowSchema per request class, all matching only the operator's SA."""
-    subject = {"kind": "ServiceAccount", "serviceAccount": {"name": SA_NAME, "namespace": SA_NAMESPACE}}
     mlops_kinds = ["trainingjobs", "modeldeployments", "driftpolicies"]
-    everything = {"apiGroups": ["*"], "resources": ["*"], "namespaces": ["*"], "clusterScope": True}
     rules: dict[str, dict[str, Any]] = {
         "status": {
             "resourceRules": [
@@ -91,55 +90,22 @@ def flow_objects() -> list[dict[str, Any]]:
         },
         "parent": {
             "resourceRules": [
-                {"verbs": WRITE_VERBS, "apiGroups": [GROUP], "resources": mlops_kinds, "namespaces": ["*"]}
-            ]
-        },
-        "events": {
-            "resourceRules": [
                 {
-                    "verbs": WRITE_VERBS,
-                    "apiGroups": ["", "events.k8s.io"],
-                    "resources": ["events"],
+                    "verbs": apf_counting.WRITE_VERBS,
+                    "apiGroups": [GROUP],
+                    "resources": mlops_kinds,
                     "namespaces": ["*"],
                 }
             ]
         },
-        "children": {"resourceRules": [{"verbs": WRITE_VERBS, **everything}]},
-        "read": {"resourceRules": [{"verbs": ["get", "list"], **everything}]},
-        "watch": {"resourceRules": [{"verbs": ["watch"], **everything}]},
+        "events": apf_counting.EVENT_WRITES,
+        "children": apf_counting.ANY_WRITE,
+        "read": apf_counting.READS,
+        "watch": apf_counting.WATCHES,
         "other": {"nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}]},
     }
-    objects: list[dict[str, Any]] = [
-        {
-            "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
-            "kind": "PriorityLevelConfiguration",
-            "metadata": {"name": "bench-operator"},
-            "spec": {
-                "type": "Limited",
-                "limited": {
-                    "nominalConcurrencyShares": 200,
-                    "limitResponse": {
-                        "type": "Queue",
-                        "queuing": {"queues": 16, "handSize": 4, "queueLengthLimit": 1000},
-                    },
-                },
-            },
-        }
-    ]
-    for precedence, name in enumerate(REQUEST_CLASSES, start=50):
-        objects.append(
-            {
-                "apiVersion": "flowcontrol.apiserver.k8s.io/v1",
-                "kind": "FlowSchema",
-                "metadata": {"name": f"bench-op-{name}"},
-                "spec": {
-                    "priorityLevelConfiguration": {"name": "bench-operator"},
-                    "matchingPrecedence": precedence,
-                    "rules": [{"subjects": [subject], **rules[name]}],
-                },
-            }
-        )
-    return objects
+    assert tuple(rules) == REQUEST_CLASSES
+    return apf_counting.flow_objects((SA_NAMESPACE, SA_NAME), rules, FLOW_PREFIX, precedence=50)
 
 
 def kubectl_apply(info: lc.ClusterInfo, objects: list[dict[str, Any]]) -> None:
@@ -179,20 +145,7 @@ def setup_cluster(info: lc.ClusterInfo, workdir: Path) -> Path:
     token = lc.kubectl(info, "create", "token", SA_NAME, "-n", SA_NAMESPACE, "--duration=24h").strip()
     ca = Path(info.state_dir) / "pki" / "ca.crt"
     kubeconfig = workdir / "operator.kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "local", "cluster": {"server": info.server, "certificate-authority": str(ca)}}
-                ],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [{"name": "operator", "context": {"cluster": "local", "user": "operator"}}],
-                "current-context": "operator",
-            }
-        )
-    )
+    kubeconfig.write_text(json.dumps(apf_counting.token_kubeconfig(info.server, token, ca)))
     # the default ServiceAccount of the bench namespace must exist before pods are created
     deadline = time.monotonic() + 60
     while "default" not in lc.kubectl(info, "get", "sa", "-n", NAMESPACE, "-o", "name", check=False):
@@ -204,18 +157,7 @@ def setup_cluster(info: lc.ClusterInfo, workdir: Path) -> Path:
 
 def operator_requests(info: lc.ClusterInfo) -> dict[str, int]:
     """Requests the apiserver dispatched for the operator's ServiceAccount so far, by request class."""
-    text = lc.kubectl(info, "get", "--raw", "/metrics")
-    counts = dict.fromkeys(REQUEST_CLASSES, 0)
-    pattern = re.compile(r"^apiserver_flowcontrol_dispatched_requests_total\{([^}]*)\} (\S+)$")
-    for line in text.splitlines():
-        match = pattern.match(line)
-        if not match:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
-        schema = labels.get("flow_schema", "")
-        if schema.startswith("bench-op-"):
-            counts[schema.removeprefix("bench-op-")] += int(float(match.group(2)))
-    return counts
+    return apf_counting.dispatched(lc.kubectl(info, "get", "--raw", "/metrics"), FLOW_PREFIX, REQUEST_CLASSES)
 
 
 def diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
