@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import local_cluster
+from tests.support import faults
 from tests.support.kube import Kube, wait_until
 from tests.support.operator import OperatorProcess
 from tests.support.request_counting import CountedIdentity, counted_identity
@@ -72,22 +73,6 @@ def custom(kube: Kube, namespace: str, plural: str, name: str) -> dict[str, Any]
     return result
 
 
-def trainingjob(name: str, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "TrainingJob",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": "iris"},
-            "dataset": {"uri": "https://data.example/iris.csv", "target": "species"},
-            "trainer": {"builtin": {"task": "classification", "epochs": 1}},
-            "resources": {"cpu": "100m", "memory": "128Mi"},
-            "podMetadata": {"annotations": {"fake.mlops.dev/duration": "300s"}},
-            **spec,
-        },
-    }
-
-
 def phase_is(kube: Kube, namespace: str, name: str, phase: str) -> bool:
     return (custom(kube, namespace, "trainingjobs", name).get("status") or {}).get("phase") == phase
 
@@ -100,7 +85,7 @@ def test_trainingjob_create_cycle_noop_resync_and_drifted_children(
     try:
         before = settled(kube, counted)
         kube.custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "trainingjobs", trainingjob("one")
+            GROUP, VERSION, namespace, "trainingjobs", faults.trainingjob("one", duration="300s", nodes=1)
         )
         wait_until(lambda: phase_is(kube, namespace, "one", "Running"), timeout=60, message="one Running")
         after = settled(kube, counted)
@@ -112,7 +97,7 @@ def test_trainingjob_create_cycle_noop_resync_and_drifted_children(
 
         # a two-node job is resynced while it runs (one pod may be stuck while another runs)
         kube.custom.create_namespaced_custom_object(
-            GROUP, VERSION, namespace, "trainingjobs", trainingjob("two", resources={"nodes": 2})
+            GROUP, VERSION, namespace, "trainingjobs", faults.trainingjob("two", duration="300s", nodes=2)
         )
         wait_until(lambda: phase_is(kube, namespace, "two", "Running"), timeout=60, message="two Running")
         quiet = settled(kube, counted)
