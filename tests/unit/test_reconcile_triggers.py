@@ -3,6 +3,7 @@ writes for objects that did not change."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -80,7 +81,8 @@ def test_a_failed_reconcile_is_not_remembered_and_is_retried(monkeypatch: pytest
             raise RuntimeError("apiserver hiccup")
         done.set()
 
-    triggers.reconcile_on_event(t, body(), "ADDED", reconcile, lambda ns, name: body())
+    serialized = triggers.Serialized(reconcile, lambda ns, name: body())
+    asyncio.run(triggers.on_parent_event(t, body(), "ADDED", serialized, None))
     assert t.due(body(), "MODIFIED")  # not handled yet
     assert done.wait(5)
     deadline = time.monotonic() + 2
@@ -118,13 +120,14 @@ async def test_only_due_events_take_a_handler_thread() -> None:
         reconciled.append(obj)
 
     parents = triggers.ParentTriggers()
+    serialized = triggers.Serialized(reconcile, lambda _n, _m: None)
     with ThreadPoolExecutor(1, thread_name_prefix="handlers") as pool:
         created = body()
-        await triggers.on_parent_event(parents, created, "ADDED", reconcile, lambda _n, _m: None, pool)
+        await triggers.on_parent_event(parents, created, "ADDED", serialized, pool)
         echo = body(observed=1)  # our status patch came back: same generation
-        await triggers.on_parent_event(parents, echo, "MODIFIED", reconcile, lambda _n, _m: None, pool)
+        await triggers.on_parent_event(parents, echo, "MODIFIED", serialized, pool)
         edited = body(generation=2, observed=1)
-        await triggers.on_parent_event(parents, edited, "MODIFIED", reconcile, lambda _n, _m: None, pool)
+        await triggers.on_parent_event(parents, edited, "MODIFIED", serialized, pool)
     assert [obj["metadata"]["generation"] for obj in reconciled] == [1, 2]
     assert threads == ["handlers_0", "handlers_0"]
     assert reconciled[0] == created and reconciled[0] is not created
@@ -144,7 +147,7 @@ def test_an_object_reconciled_within_the_interval_is_left_to_the_next_resync_pas
     clock[0] += 1
     assert not serialized.reconciled_within(obj, 10)
     serialized(obj)
-    triggers.reconcile_on_event(triggers.ParentTriggers(), obj, "DELETED", serialized, lambda _ns, _n: None)
+    asyncio.run(triggers.on_parent_event(triggers.ParentTriggers(), obj, "DELETED", serialized, None))
     assert not serialized.reconciled_within(obj, 10)  # deleted: forgotten
 
 

@@ -111,7 +111,7 @@ TRIGGERS = triggers.ParentTriggers(_trigger_key)
 # Coroutines, as the TrainingJob's: decided on kopf's event loop, a due reconcile takes a handler thread.
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def modeldeployment_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
-    await triggers.on_parent_event(TRIGGERS, body, type, _serialized, _read, handler_executor())
+    await triggers.on_parent_event(TRIGGERS, body, type, _serialized, handler_executor())
 
 
 @kopf.on.event("apps/v1", "deployments", labels={OWNER_LABEL: kopf.PRESENT})

@@ -91,7 +91,7 @@ TRIGGERS = triggers.ParentTriggers()
 # of kopf's handler threads (most events are the echoes of our own writes).
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def trainingjob_event_handler(body: kopf.Body, type: str | None, **_: Any) -> None:
-    await triggers.on_parent_event(TRIGGERS, body, type, _serialized, _read, handler_executor())
+    await triggers.on_parent_event(TRIGGERS, body, type, _serialized, handler_executor())
 
 
 # Pods are not watched (a cluster-wide watch of every pod, filtered client-side, for state the Job's status

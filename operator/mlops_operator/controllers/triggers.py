@@ -100,71 +100,47 @@ class ParentTriggers:
         return len(self._handled)
 
 
-def reconcile_on_event(
-    triggers: ParentTriggers,
-    body: Mapping[str, Any],
-    event_type: str | None,
-    reconcile: Callable[[Mapping[str, Any]], Any],
-    reread: Callable[[str, str], Mapping[str, Any] | None],
-) -> None:
-    """The event handler of a parent kind: reconcile when due, remember it, retry when it fails."""
-    if event_type == "DELETED" and isinstance(reconcile, Serialized):
-        reconcile.forget(body)
-    if triggers.due(body, event_type):
-        _reconcile_due(triggers, body, reconcile, reread)
-
-
 async def on_parent_event(
     triggers: ParentTriggers,
     body: Mapping[str, Any],
     event_type: str | None,
-    reconcile: Callable[[Mapping[str, Any]], Any],
-    reread: Callable[[str, str], Mapping[str, Any] | None],
+    serialized: Serialized,
     executor: Executor | None,
 ) -> None:
-    """``reconcile_on_event`` for kopf's event loop: most events of a parent call for no reconcile (the
-    echoes of our own status patches, metadata edits) and are decided here without a thread; the due ones
-    reconcile in ``executor`` (kopf's handler threads), with a plain copy of the body."""
-    if event_type == "DELETED" and isinstance(reconcile, Serialized):
-        reconcile.forget(body)
+    """The event handler of a parent kind, on kopf's event loop: reconcile when due, remember it, retry when
+    it fails. Most events of a parent call for no reconcile (the echoes of our own status patches, metadata
+    edits) and are decided here without a thread; the due ones reconcile in ``executor`` (kopf's handler
+    threads), with a plain copy of the body."""
+    if event_type == "DELETED":
+        serialized.forget(body)
     if triggers.due(body, event_type):
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, _reconcile_due, triggers, plain(body), reconcile, reread)
+        await loop.run_in_executor(executor, _reconcile_due, triggers, plain(body), serialized)
 
 
-def _reconcile_due(
-    triggers: ParentTriggers,
-    body: Mapping[str, Any],
-    reconcile: Callable[[Mapping[str, Any]], Any],
-    reread: Callable[[str, str], Mapping[str, Any] | None],
-) -> None:
+def _reconcile_due(triggers: ParentTriggers, body: Mapping[str, Any], serialized: Serialized) -> None:
     try:
-        reconcile(body)
+        serialized(body)
     except Exception:
         metadata = body["metadata"]
         logger.exception("reconcile of %s/%s failed; retrying", metadata["namespace"], metadata["name"])
-        _retry_later(triggers, metadata["namespace"], metadata["name"], reconcile, reread, RETRY_SECONDS)
+        _retry_later(triggers, metadata["namespace"], metadata["name"], serialized, RETRY_SECONDS)
         return
     triggers.handled(body)
 
 
 def _retry_later(
-    triggers: ParentTriggers,
-    namespace: str,
-    name: str,
-    reconcile: Callable[[Mapping[str, Any]], Any],
-    reread: Callable[[str, str], Mapping[str, Any] | None],
-    delay: float,
+    triggers: ParentTriggers, namespace: str, name: str, serialized: Serialized, delay: float
 ) -> None:
     def attempt() -> None:
         try:
-            body = reread(namespace, name)
+            body = serialized.reread(namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
-            reconcile(body)
+            serialized(body)
         except Exception:
             logger.exception("retried reconcile of %s/%s failed", namespace, name)
-            _retry_later(triggers, namespace, name, reconcile, reread, min(delay * 2, MAX_RETRY_SECONDS))
+            _retry_later(triggers, namespace, name, serialized, min(delay * 2, MAX_RETRY_SECONDS))
             return
         triggers.handled(body)
 
