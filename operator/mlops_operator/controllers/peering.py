@@ -18,11 +18,11 @@ from typing import Any, cast
 import kopf
 
 from mlops_operator.controllers import apiserver
+from mlops_operator.controllers import settings as operator_settings
 from mlops_operator.controllers.apiserver import ApiError
 
 logger = logging.getLogger(__name__)
 
-_settings: list[kopf.OperatorSettings] = []
 _KOPF = "/apis/kopf.dev/v1"
 
 
@@ -75,9 +75,9 @@ def _peering_objects(settings: kopf.OperatorSettings, namespaces: Sequence[str])
 def standby(namespaces: Sequence[str] = ()) -> bool:
     """True while another live replica outranks this one (blocking: call it from a worker thread).
     ``namespaces``: the patterns the operator watches (kopf keeps a peering object in each)."""
-    if not _settings or _settings[0].peering.standalone:
+    settings = operator_settings.current()
+    if settings is None or settings.peering.standalone:
         return False
-    settings = _settings[0]
     now = dt.datetime.now(dt.UTC)
     for body in _peering_objects(settings, namespaces):
         rivals = _live_rivals(body.get("status") or {}, int(settings.peering.priority), now)
@@ -85,8 +85,3 @@ def standby(namespaces: Sequence[str] = ()) -> bool:
             logger.debug("standby: peers %s outrank this replica", rivals)
             return True
     return False
-
-
-@kopf.on.startup()
-def remember_settings(settings: kopf.OperatorSettings, **_: Any) -> None:
-    _settings[:] = [settings]

@@ -20,10 +20,16 @@ PEERING_NAME = "mlops-operator"
 _current: list[kopf.OperatorSettings] = []
 
 
+def current() -> kopf.OperatorSettings | None:
+    """The running operator's settings (None before start-up), for code kopf does not hand them to."""
+    return _current[0] if _current else None
+
+
 def handler_executor() -> Executor | None:
     """kopf's thread pool for sync handlers (settings.execution), for work a coroutine handler hands off;
     None (asyncio's default pool) before the operator started."""
-    return _current[0].execution.executor if _current else None
+    settings = current()
+    return settings.execution.executor if settings is not None else None
 
 
 @kopf.on.startup()
