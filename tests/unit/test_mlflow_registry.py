@@ -20,7 +20,7 @@ from mlops_operator.mlflow_registry import (
     registry_for,
 )
 from mlops_operator.mlflow_registry import client as registry_client
-from mlops_operator.runtime import names
+from mlops_operator.api.v1alpha1 import mlflow_contract as names
 
 
 def _run(**tags: str) -> RunInfo:

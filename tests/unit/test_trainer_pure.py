@@ -28,7 +28,7 @@ from mlops_operator.runtime.errors import (
     write_termination_message,
 )
 from mlops_operator.runtime.gate import Comparison, evaluate_gate, lookup_metric, metric_split
-from mlops_operator.runtime.mlflow_errors import classify
+from mlops_operator.mlflow_registry.errors import classify
 
 # --- termination message ---------------------------------------------------------------------------------
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
+from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.api.v1alpha1.trainingjob import GateResult, TrainingProgress
-from mlops_operator.runtime import names
-from mlops_operator.runtime.mlflow_errors import classify
+from mlops_operator.mlflow_registry.errors import classify
 
 if TYPE_CHECKING:  # numpy: imported when a profile is loaded (DriftPolicies only), not by every operator
     from mlops_operator.drift.profile import ReferenceProfile

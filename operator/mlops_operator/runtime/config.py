@@ -12,11 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.api.v1alpha1.trainingjob import BuiltinTrainer, TrainingJobSpec
 
 from . import metrics as m
-from . import names
 from .errors import ConfigError, single_line
 
 

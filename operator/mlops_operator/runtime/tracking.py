@@ -20,9 +20,10 @@ import pandas as pd  # type: ignore[import-untyped]
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
+from mlops_operator.api.v1alpha1.mlflow_contract import MODEL_ARTIFACT_NAME, TAG_FAILURE_MESSAGE
+from mlops_operator.mlflow_registry.errors import classify
+
 from .errors import ConfigError, MlflowUnavailableError, TrainerError, single_line
-from .mlflow_errors import classify
-from .names import MODEL_ARTIFACT_NAME, TAG_FAILURE_MESSAGE
 
 T = TypeVar("T")
 MAX_PARAM_VALUE: Final = 6000

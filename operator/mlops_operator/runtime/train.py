@@ -36,11 +36,11 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 import pandas as pd  # type: ignore[import-untyped]
 
 import mlops_operator
+from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.drift.profile import build_profile
 
 from . import data as datamod
-from . import names
 from .config import TrainerConfig, check_early_stopping
 from .errors import (
     ConfigError,

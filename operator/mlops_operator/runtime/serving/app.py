@@ -36,8 +36,8 @@ from typing import Any, Final
 
 from mlops_operator import __version__
 from mlops_operator.api.v1alpha1.pod_contract import ExitCode
+from mlops_operator.mlflow_registry.errors import classify
 from mlops_operator.runtime.errors import ConfigError, TrainerError, single_line
-from mlops_operator.runtime.mlflow_errors import classify
 
 from . import jsonio
 from .batching import MicroBatcher
