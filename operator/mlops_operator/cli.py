@@ -12,9 +12,9 @@ from mlops_operator import __version__
 def _keep_kubernetes_client_out() -> None:
     """kopf imports the official kubernetes client whenever it is installed (to recognise its model objects
     in ``kopf.adopt``): ~25 MiB of every operator's memory for a client the operator does not use (its
-    requests go through ``controllers/apiserver.py``). Kept out before kopf is imported, unless the
+    requests go through ``kube/connection.py``). Kept out before kopf is imported, unless the
     kubeconfig needs it to run a credential plugin."""
-    from mlops_operator import kubeconfig
+    from mlops_operator.kube import kubeconfig
 
     if not kubeconfig.needs_credential_plugin():
         sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]  # None: "import ... fails"
@@ -22,7 +22,7 @@ def _keep_kubernetes_client_out() -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _keep_kubernetes_client_out()
-    from mlops_operator.controllers.runner import run
+    from mlops_operator.runner import run
 
     run(
         namespaces=args.namespace or (),
@@ -35,9 +35,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _crds(args: argparse.Namespace) -> int:
-    from mlops_operator.api import crdgen
+    from mlops_operator.api import generate
 
-    return crdgen.main([*(args.out or []), *(["--check"] if args.check else [])])
+    return generate.main([*(args.out or []), *(["--check"] if args.check else [])])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ _SCRIPT = textwrap.dedent(
     import sys
     from mlops_operator import cli
     cli._keep_kubernetes_client_out()
-    import mlops_operator.controllers.runner
+    import mlops_operator.runner
     print(" ".join(sorted(name for name, module in sys.modules.items() if module and "." not in name)))
     """
 )

@@ -1,4 +1,4 @@
-"""The operator's own apiserver connection (controllers/apiserver.py) and what ``mlops-operator run`` keeps
+"""The operator's own apiserver connection (kube/connection.py) and what ``mlops-operator run`` keeps
 out of its process (the kubernetes client, numpy), against a local HTTP server standing in for the
 transport (the Kubernetes API itself is exercised by the cluster tests)."""
 
@@ -15,8 +15,9 @@ from typing import Any
 import kopf
 import pytest
 
-from mlops_operator import kubeconfig
-from mlops_operator.controllers import apiserver, kube
+from mlops_operator.kube import connection as apiserver
+from mlops_operator.kube import kubeconfig
+from mlops_operator.kube.client import KubeClient
 from tests.support.operator_imports import token_kubeconfig, top_level_modules
 
 
@@ -60,7 +61,7 @@ class _Recorder(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
-    """A local server; ``apiserver.login`` hands out the tokens listed in the returned list, in order."""
+    """A local server; the ApiServer's login hands out the tokens listed in the returned list, in order."""
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -71,16 +72,31 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, list[str]]]:
         return kopf.ConnectionInfo(server=url, token=tokens.pop(0))
 
     _Recorder.seen = []
-    monkeypatch.setattr(apiserver, "login", login)
-    monkeypatch.setattr(apiserver, "_connection", None)
+    api = apiserver.ApiServer(login)
+    _current["api"] = api
+    _current["client"] = KubeClient(api, field_manager="test", annotation_prefix="test/")
     yield url, tokens
+    _current.clear()
     httpd.shutdown()
+
+
+_current: dict[str, Any] = {}
+
+
+def _api() -> apiserver.ApiServer:
+    api: apiserver.ApiServer = _current["api"]
+    return api
+
+
+def _client() -> KubeClient:
+    client: KubeClient = _current["client"]
+    return client
 
 
 def test_a_request_carries_the_token_the_query_and_the_json_body(server: tuple[str, list[str]]) -> None:
     _, tokens = server
     tokens.append("fresh")
-    answer = apiserver.request(
+    answer = _api().request(
         "PATCH", "/apis/batch/v1/namespaces/ns/jobs/j", {"a": 1}, [("fieldManager", "m")], "application/x"
     )
     assert answer == {
@@ -97,9 +113,9 @@ def test_status_patches_and_events_ask_for_the_metadata_only(server: tuple[str, 
     """Their answers are only read for the resourceVersion: the apiserver need not send the object."""
     _, tokens = server
     tokens.append("fresh")
-    kube.patch_status("batch/v1", "Job", "ns", "j", {"phase": "Running"})
+    _client().patch_status("batch/v1", "Job", "ns", "j", {"phase": "Running"})
     body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "ns", "uid": "u"}}
-    kube.post_event(body, "Normal", "Seen", "m")
+    _client().post_event(body, "Normal", "Seen", "m")
     patch, event = _Recorder.seen
     assert (patch["method"], patch["path"], patch["type"]) == (
         "PATCH",
@@ -115,9 +131,9 @@ def test_a_401_logs_in_again_and_resends_once(server: tuple[str, list[str]]) -> 
     """A rotated service-account token (or an expired exec token) is picked up without a restart."""
     _, tokens = server
     tokens.extend(["expired", "fresh"])
-    assert apiserver.request("GET", "/api/v1/namespaces/ns/pods")["path"] == "/api/v1/namespaces/ns/pods"
+    assert _api().request("GET", "/api/v1/namespaces/ns/pods")["path"] == "/api/v1/namespaces/ns/pods"
     assert [seen["auth"] for seen in _Recorder.seen] == ["Bearer expired", "Bearer fresh"]
-    apiserver.request("GET", "/api")  # the fresh connection is kept
+    _api().request("GET", "/api")  # the fresh connection is kept
     assert [seen["auth"] for seen in _Recorder.seen][-1] == "Bearer fresh"
     assert tokens == []
 
@@ -126,7 +142,7 @@ def test_refused_credentials_surface_as_a_401_error(server: tuple[str, list[str]
     _, tokens = server
     tokens.extend(["wrong", "still-wrong"])
     with pytest.raises(apiserver.ApiError) as raised:
-        apiserver.request("GET", "/api")
+        _api().request("GET", "/api")
     assert (raised.value.status, raised.value.message) == (401, "Unauthorized")
 
 
@@ -134,11 +150,11 @@ def test_an_error_answer_keeps_status_reason_and_the_status_message(server: tupl
     _, tokens = server
     tokens.append("fresh")
     with pytest.raises(apiserver.ApiError) as raised:
-        apiserver.request("GET", "/missing")
+        _api().request("GET", "/missing")
     error = raised.value
     assert (error.status, error.reason, error.message) == (404, "Not Found", 'jobs.batch "x" not found')
     assert str(error) == '(404) Not Found: jobs.batch "x" not found'
-    assert kube.get("batch/v1", "Job", "ns", "x") is not None  # another path: found (echoed)
+    assert _client().get("batch/v1", "Job", "ns", "x") is not None  # another path: found (echoed)
 
 
 def test_get_of_a_missing_object_is_none(
@@ -146,8 +162,8 @@ def test_get_of_a_missing_object_is_none(
 ) -> None:
     _, tokens = server
     tokens.append("fresh")
-    monkeypatch.setattr(kube, "_path", lambda *_args: "/missing/job")
-    assert kube.get("batch/v1", "Job", "ns", "x") is None
+    monkeypatch.setattr(_client(), "path", lambda *_args: "/missing/job")
+    assert _client().get("batch/v1", "Job", "ns", "x") is None
 
 
 def _kubeconfig(tmp_path: Path, user: dict[str, Any], name: str = "config") -> Path:

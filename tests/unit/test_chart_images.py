@@ -128,9 +128,9 @@ def test_chart_image_values_match_the_images_and_the_operator_default() -> None:
     assert values["image"]["repository"] == "ghcr.io/mlops-operator/operator"
     assert values["runtimeImage"]["repository"] == "ghcr.io/mlops-operator/runtime"
     from mlops_operator import __version__
-    from mlops_operator.config import DEFAULT_RUNTIME_IMAGE_REPOSITORY
+    from mlops_operator.api.v1alpha1 import RUNTIME_IMAGE_REPOSITORY
 
-    assert values["runtimeImage"]["repository"] == DEFAULT_RUNTIME_IMAGE_REPOSITORY
+    assert values["runtimeImage"]["repository"] == RUNTIME_IMAGE_REPOSITORY
     assert chart["appVersion"] == __version__.split("+", 1)[0]
     assert chart["apiVersion"] == "v2"
     # Dockerfile and chart agree on the ports and the user.

@@ -21,7 +21,7 @@ DASHBOARD = CHART / "dashboards" / "mlops-operator.json"
 #: Where the code names the metrics: the pod contract, the operator's drift gauges, the model server.
 METRIC_SOURCES = [
     REPO / "operator" / "mlops_operator" / "api" / "v1alpha1" / "pod_contract.py",
-    REPO / "operator" / "mlops_operator" / "controllers" / "drift_evaluation.py",
+    REPO / "operator" / "mlops_operator" / "controllers" / "driftpolicy" / "evaluation.py",
     REPO / "operator" / "mlops_operator" / "runtime" / "serving" / "metrics.py",
 ]
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")

@@ -14,6 +14,7 @@ from scipy.spatial.distance import jensenshannon as scipy_js
 from mlops_operator.api.v1alpha1.driftpolicy import DEFAULT_THRESHOLDS, DriftPolicySpec, Evaluation
 from mlops_operator.api.v1alpha1.pod_contract import OTHER_CATEGORY
 from mlops_operator.drift import stats
+from mlops_operator.controllers.driftpolicy.evaluation import drift_config, to_evaluation
 from mlops_operator.drift.accumulate import HistogramAccumulator, accumulate_counts, count_bins, lower_edges
 from mlops_operator.drift.engine import (
     DriftConfig,
@@ -114,16 +115,14 @@ def test_config_from_spec_follows_the_policy_thresholds() -> None:
             ],
         }
     )
-    config = DriftConfig.from_spec(spec, correction="bonferroni")
+    config = drift_config(spec, correction="bonferroni")
     assert config.drift_share == 0.25 and config.min_samples == 1000 and config.correction == "bonferroni"
     for feature, method in [("a", "psi"), ("b", "chi2"), ("d", "ks"), ("e", "ks")]:
         assert config.method_for(feature) == spec.method_for(feature)
         assert config.threshold_for(feature, method) == spec.threshold_for(feature, method)
     # a ks p-value threshold is not handed to a feature overridden to a distance
     assert config.method_for("c") == "wasserstein" and config.threshold_for("c", "wasserstein") == 0.1
-    assert (
-        DriftConfig.from_spec(DriftPolicySpec.model_validate({"targetRef": {"name": "m"}})).method == "auto"
-    )
+    assert drift_config(DriftPolicySpec.model_validate({"targetRef": {"name": "m"}})).method == "auto"
     with pytest.raises(ValueError, match="p-value"):
         DriftConfig(method="ks", threshold=2.0)
     with pytest.raises(ValueError, match="correction"):
@@ -274,7 +273,7 @@ def test_drift_share_and_min_samples_decide_the_model() -> None:
 
 def test_status_models_from_a_result() -> None:
     result = evaluate_samples(SMALL, {"x": RNG.normal(3, 1, 700), "color": ["red"] * 700})
-    evaluation = result.to_evaluation(time=dt.datetime(2025, 1, 1, tzinfo=dt.UTC), model_version=3)
+    evaluation = to_evaluation(result, time=dt.datetime(2025, 1, 1, tzinfo=dt.UTC), model_version=3)
     again = Evaluation.model_validate(evaluation.to_dict())
     assert again.model_version == 3 and again.samples == 700 and again.drifted is result.drifted
     scores = {s.feature: s for s in again.feature_scores}

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.controllers.drift_prometheus import (
+from mlops_operator.controllers.driftpolicy.prometheus import (
     PrometheusUnavailableError,
     escape_label_value,
     primary_pod_regex,
     query_window_counts,
 )
-from mlops_operator.controllers.drift_window import parse_feature_counters
+from mlops_operator.controllers.driftpolicy.window import parse_feature_counters
 
 SELECTOR = 'namespace="team-a", pod=~"fraud-[a-z0-9]+-[a-z0-9]+"'
 PRIMARY = (

@@ -7,7 +7,8 @@ from typing import Any
 
 from mlops_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
 from mlops_operator.api.v1alpha1.trainingjob import TrainingJobSpec, TrainingJobStatus
-from mlops_operator.controllers import modeldeployment_status, trainingjob_status
+from mlops_operator.controllers.modeldeployment import status as modeldeployment_status
+from mlops_operator.controllers.trainingjob import status as trainingjob_status
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 TJ_SPEC = TrainingJobSpec.model_validate(
@@ -111,7 +112,9 @@ def test_an_event_lost_to_a_dropped_connection_does_not_fail_the_reconcile(monke
     """Events are best effort: a connection dropped on every attempt is logged, not raised."""
     import urllib3
 
-    from mlops_operator.controllers import kube
+    from mlops_operator.kube import client as kube
+    from mlops_operator.kube.client import KubeClient
+    from mlops_operator.kube.connection import ApiServer
 
     attempts = []
 
@@ -119,12 +122,15 @@ def test_an_event_lost_to_a_dropped_connection_does_not_fail_the_reconcile(monke
         attempts.append(args)
         raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
 
-    monkeypatch.setattr(kube.apiserver, "request", dropped)
+    api = ApiServer()
+    monkeypatch.setattr(api, "request", dropped)
     monkeypatch.setattr(kube.time, "sleep", lambda _seconds: None)
     body = {
         "apiVersion": "mlops.dev/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": "md", "namespace": "ns", "uid": "u"},
     }
-    kube.post_event(body, "Normal", "Initial", "revision 1")
+    KubeClient(api, field_manager="test", annotation_prefix="test/").post_event(
+        body, "Normal", "Initial", "revision 1"
+    )
     assert len(attempts) == 3

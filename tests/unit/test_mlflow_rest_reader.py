@@ -99,7 +99,7 @@ def test_what_it_cannot_do_is_left_to_the_mlflow_client(monkeypatch: pytest.Monk
 
 def test_resolving_does_not_import_mlflow() -> None:
     code = (
-        "import sys; from mlops_operator.controllers import modeldeployment as md; "
+        "import sys; from mlops_operator.controllers.modeldeployment import controller as md; "
         "from mlops_operator.mlflow_registry import rest; "
         "r = md.resolve_in_registry('http://127.0.0.1:9', 'iris', 'champion', None); "
         "assert r.reason == 'RegistryUnavailable', r; assert 'mlflow' not in sys.modules, 'mlflow imported'"

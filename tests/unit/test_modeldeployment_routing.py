@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from mlops_operator.controllers.discovery import Discovery
-from mlops_operator.controllers.modeldeployment_status import Resolution, observe
+from mlops_operator.kube.discovery import Discovery
+from mlops_operator.controllers.modeldeployment.status import Resolution, observe
 from mlops_operator.resources.common import Owner, PodDefaults
 from mlops_operator.resources.modeldeployment import (
     ClusterApis,
@@ -493,7 +493,7 @@ def test_discovery_caches_for_the_ttl_then_sees_new_crds() -> None:
         calls.append(group_version)
         return served[group_version]
 
-    discovery = Discovery(fetch=fetch, ttl=lambda: 30.0, clock=lambda: clock[0])
+    discovery = Discovery(fetch=fetch, ttl=30.0, clock=lambda: clock[0])
     assert discovery.served("gateway.networking.k8s.io/v1", "HTTPRoute") is False
     served["gateway.networking.k8s.io/v1"] = frozenset({"HTTPRoute", "Gateway"})
     clock[0] = 29.0
@@ -517,6 +517,6 @@ def test_discovery_errors_count_as_absent_and_are_not_cached() -> None:
             raise ConnectionError("apiserver restarting")
         return frozenset({"ScaledObject"})
 
-    discovery = Discovery(fetch=fetch, ttl=lambda: 60.0, clock=lambda: 0.0)
+    discovery = Discovery(fetch=fetch, ttl=60.0, clock=lambda: 0.0)
     assert discovery.served("keda.sh/v1alpha1", "ScaledObject") is False
     assert discovery.served("keda.sh/v1alpha1", "ScaledObject") is True

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mlops_operator.controllers.peering import _live_rivals
+from mlops_operator.machinery.peering import _live_rivals
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
 

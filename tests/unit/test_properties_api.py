@@ -37,8 +37,10 @@ from mlops_operator.api.v1alpha1.driftpolicy import (
     RetrainRecord,
 )
 from mlops_operator.api.v1alpha1.trainingjob import GateResult
-from mlops_operator.controllers import driftpolicy_status, modeldeployment_status, trainingjob_status
-from mlops_operator.drift.engine import DriftConfig
+from mlops_operator.controllers.driftpolicy import status as driftpolicy_status
+from mlops_operator.controllers.driftpolicy.evaluation import drift_config
+from mlops_operator.controllers.modeldeployment import status as modeldeployment_status
+from mlops_operator.controllers.trainingjob import status as trainingjob_status
 from mlops_operator.resources import driftpolicy as dp_resources
 from mlops_operator.resources import modeldeployment as md_resources
 from mlops_operator.resources import trainingjob as tj_resources
@@ -379,7 +381,7 @@ def test_driftpolicy_builders_and_status_are_total_and_deterministic(
 @examples(200)
 @given(spec=accepted("DriftPolicy"))
 def test_spec_and_engine_agree_on_every_features_method_and_threshold(spec: DriftPolicySpec) -> None:
-    config = DriftConfig.from_spec(spec)
+    config = drift_config(spec)
     features = [o.feature for o in spec.overrides or ()] + ["not-overridden"]
     for feature in features:
         assert spec.method_for(feature) == config.method_for(feature)

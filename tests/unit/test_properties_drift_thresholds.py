@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1.driftpolicy import DEFAULT_THRESHOLDS, DriftPolicySpec
-from mlops_operator.drift.engine import DriftConfig
+from mlops_operator.controllers.driftpolicy.evaluation import drift_config
 
 METHODS = ["auto", "psi", "ks", "chi2", "wasserstein", "jensenshannon"]
 RESOLVED = sorted(DEFAULT_THRESHOLDS)
@@ -53,7 +53,7 @@ def test_the_grid_covers_accepted_policies_of_every_method() -> None:
 def test_spec_and_engine_agree_on_every_features_method_and_threshold() -> None:
     disagreements = []
     for spec in POLICIES:
-        config = DriftConfig.from_spec(spec)
+        config = drift_config(spec)
         for feature in ("a", "b", "not-overridden"):
             if spec.method_for(feature) != config.method_for(feature):
                 disagreements.append((spec.to_dict(), feature, "method"))

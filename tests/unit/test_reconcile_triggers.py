@@ -10,10 +10,15 @@ from typing import Any
 
 import pytest
 
-from mlops_operator.controllers import kube, triggers
-from mlops_operator.controllers.modeldeployment import ROLLBACK_ANNOTATION
-from mlops_operator.controllers.modeldeployment import TRIGGERS as MD_TRIGGERS
-from mlops_operator.controllers.trainingjob import needs_resync
+from mlops_operator.config import OperatorConfig
+from mlops_operator.controllers.modeldeployment.controller import ROLLBACK_ANNOTATION
+from mlops_operator.controllers.trainingjob.controller import TrainingJobController
+from mlops_operator.kube import client as kube
+from mlops_operator.kube.client import KubeClient
+from mlops_operator.kube.connection import ApiError, ApiServer
+from mlops_operator.machinery import triggers
+from mlops_operator.machinery.publishing import StatusPublisher
+from mlops_operator.machinery.versions import KnownVersions
 
 
 def body(
@@ -62,16 +67,14 @@ def test_deleted_objects_are_forgotten() -> None:
 
 
 def test_a_rollback_annotation_or_a_nudge_triggers_a_modeldeployment_reconcile() -> None:
-    t = triggers.ParentTriggers(MD_TRIGGERS.key)
+    t = triggers.ParentTriggers(triggers.generation_and_annotations_key)
     t.handled(body(observed=1))
     assert not t.due(body(observed=1), "MODIFIED")  # our status patch
     assert t.due(body(observed=1, **{ROLLBACK_ANNOTATION: "2"}), "MODIFIED")
     assert t.due(body(observed=1, nudge="now"), "MODIFIED")  # docs/user-guide.md: an annotation is a nudge
 
 
-def test_a_failed_reconcile_is_not_remembered_and_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(triggers, "RETRY_SECONDS", 0.05)
-    t = triggers.ParentTriggers()
+def test_a_failed_reconcile_is_not_remembered_and_is_retried() -> None:
     calls: list[str] = []
     done = threading.Event()
 
@@ -81,8 +84,16 @@ def test_a_failed_reconcile_is_not_remembered_and_is_retried(monkeypatch: pytest
             raise RuntimeError("apiserver hiccup")
         done.set()
 
-    serialized = triggers.Serialized(reconcile, lambda ns, name: body())
-    asyncio.run(triggers.on_parent_event(t, body(), "ADDED", serialized, None))
+    rails = triggers.Rails(
+        "mlops.dev/v1alpha1",
+        "X",
+        reconcile,
+        lambda ns, name: body(),
+        triggers.Scheduler(),
+        retry_seconds=0.05,
+    )
+    t = rails.triggers
+    asyncio.run(rails.on_parent_event(body(), "ADDED"))
     assert t.due(body(), "MODIFIED")  # not handled yet
     assert done.wait(5)
     deadline = time.monotonic() + 2
@@ -95,7 +106,7 @@ def test_a_failed_reconcile_is_not_remembered_and_is_retried(monkeypatch: pytest
 def test_child_event_bursts_are_coalesced_into_one_reconcile() -> None:
     runs: list[Any] = []
     ran = threading.Event()
-    coalescer = triggers.Coalescer(lambda key: (runs.append(key), ran.set()), delay=0.1)
+    coalescer = triggers.Coalescer(lambda key: (runs.append(key), ran.set()), triggers.Scheduler(), delay=0.1)
     for _ in range(20):
         coalescer.schedule(("ns", "a"))
     coalescer.schedule(("ns", "b"))
@@ -119,15 +130,21 @@ async def test_only_due_events_take_a_handler_thread() -> None:
         threads.append(threading.current_thread().name)
         reconciled.append(obj)
 
-    parents = triggers.ParentTriggers()
-    serialized = triggers.Serialized(reconcile, lambda _n, _m: None)
     with ThreadPoolExecutor(1, thread_name_prefix="handlers") as pool:
+        rails = triggers.Rails(
+            "mlops.dev/v1alpha1",
+            "X",
+            reconcile,
+            lambda _n, _m: None,
+            triggers.Scheduler(),
+            executor=lambda: pool,
+        )
         created = body()
-        await triggers.on_parent_event(parents, created, "ADDED", serialized, pool)
+        await rails.on_parent_event(created, "ADDED")
         echo = body(observed=1)  # our status patch came back: same generation
-        await triggers.on_parent_event(parents, echo, "MODIFIED", serialized, pool)
+        await rails.on_parent_event(echo, "MODIFIED")
         edited = body(generation=2, observed=1)
-        await triggers.on_parent_event(parents, edited, "MODIFIED", serialized, pool)
+        await rails.on_parent_event(edited, "MODIFIED")
     assert [obj["metadata"]["generation"] for obj in reconciled] == [1, 2]
     assert threads == ["handlers_0", "handlers_0"]
     assert reconciled[0] == created and reconciled[0] is not created
@@ -138,7 +155,10 @@ def test_an_object_reconciled_within_the_interval_is_left_to_the_next_resync_pas
 ) -> None:
     clock = [1000.0]
     monkeypatch.setattr(triggers.time, "monotonic", lambda: clock[0])
-    serialized = triggers.Serialized(lambda _body: "done", lambda _ns, _name: None)
+    rails = triggers.Rails(
+        "mlops.dev/v1alpha1", "X", lambda _body: "done", lambda _ns, _name: None, triggers.Scheduler()
+    )
+    serialized = rails.serialized
     obj = body()
     assert not serialized.reconciled_within(obj, 10)
     assert serialized(obj) == "done"
@@ -147,7 +167,7 @@ def test_an_object_reconciled_within_the_interval_is_left_to_the_next_resync_pas
     clock[0] += 1
     assert not serialized.reconciled_within(obj, 10)
     serialized(obj)
-    asyncio.run(triggers.on_parent_event(triggers.ParentTriggers(), obj, "DELETED", serialized, None))
+    asyncio.run(rails.on_parent_event(obj, "DELETED"))
     assert not serialized.reconciled_within(obj, 10)  # deleted: forgotten
 
 
@@ -171,18 +191,20 @@ def test_the_resync_listing_is_paged_and_an_expired_token_starts_over(
         calls.append(query)
         token = dict(query).get("continue")
         if token == "t2" and sum(1 for q in calls if dict(q).get("continue") == "t2") == 1:
-            raise kube.ApiError(410, "Gone", '{"message": "continue token expired"}')
+            raise ApiError(410, "Gone", '{"message": "continue token expired"}')
         names, following = pages[token]
         items = [{"metadata": {"name": n, "namespace": "ns"}} for n in names]
         return {"items": items, "metadata": {"continue": following} if following else {}}
 
-    monkeypatch.setattr(kube.apiserver, "request", fake_call)
-    items, token = kube.list_page("batch/v1", "Job", 2)
+    api = ApiServer()
+    monkeypatch.setattr(api, "request", fake_call)
+    client = KubeClient(api, field_manager="test", annotation_prefix="test/")
+    items, token = client.list_page("batch/v1", "Job", 2)
     assert ([i["metadata"]["name"] for i in items], token) == (["a", "b"], "t1")
     assert items[0]["kind"] == "Job" and items[0]["apiVersion"] == "batch/v1"
-    items, token = kube.list_page("batch/v1", "Job", 2, "t1")
+    items, token = client.list_page("batch/v1", "Job", 2, "t1")
     assert ([i["metadata"]["name"] for i in items], token) == (["c"], "t2")
-    items, token = kube.list_page("batch/v1", "Job", 2, "t2")  # expired: the first page again
+    items, token = client.list_page("batch/v1", "Job", 2, "t2")  # expired: the first page again
     assert ([i["metadata"]["name"] for i in items], token) == (["a", "b"], "t1")
     assert calls[0] == [("limit", "2")]
     assert calls[-1] == [("limit", "2")]
@@ -191,9 +213,11 @@ def test_the_resync_listing_is_paged_and_an_expired_token_starts_over(
 def test_running_single_pod_jobs_without_mlflow_are_left_to_job_events(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv("MLOPS_MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr("mlops_operator.controllers.common._config", None)
+    client = KubeClient(ApiServer(), field_manager="test", annotation_prefix="test/")
+    config = OperatorConfig.from_env({})
+    needs_resync = TrainingJobController(
+        client, StatusPublisher(client, KnownVersions()), config
+    ).needs_resync
 
     def tj(phase: str | None, **spec: Any) -> dict[str, Any]:
         return {"spec": spec, "status": {"phase": phase} if phase else {}}
@@ -246,40 +270,43 @@ def applied(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append(manifest)
         return live_from(manifest)
 
-    monkeypatch.setattr(kube, "apply", fake_apply)
+    monkeypatch.setattr(CLIENT, "apply", fake_apply)
     return calls
 
 
+CLIENT = KubeClient(ApiServer(), field_manager="test", annotation_prefix="mlops.dev/")
+
+
 def test_an_unchanged_child_is_not_applied_again(applied: list[dict[str, Any]]) -> None:
-    live, wrote = kube.apply_if_changed(service(), None)
+    live, wrote = CLIENT.apply_if_changed(service(), None)
     assert wrote and len(applied) == 1
-    assert live["metadata"]["annotations"][kube.APPLIED_HASH_ANNOTATION] == kube.desired_hash(service())
-    again, wrote = kube.apply_if_changed(service(), live)
+    assert live["metadata"]["annotations"][CLIENT.applied_hash_annotation] == kube.desired_hash(service())
+    again, wrote = CLIENT.apply_if_changed(service(), live)
     assert not wrote and len(applied) == 1
     assert again == live
 
 
 def test_a_changed_desired_manifest_is_applied(applied: list[dict[str, Any]]) -> None:
-    live, _ = kube.apply_if_changed(service(), None)
-    _, wrote = kube.apply_if_changed(service(port=81), live)
+    live, _ = CLIENT.apply_if_changed(service(), None)
+    _, wrote = CLIENT.apply_if_changed(service(port=81), live)
     assert wrote and applied[-1]["spec"]["ports"][0]["port"] == 81
 
 
 def test_a_removed_field_is_applied_although_the_live_object_still_has_it(
     applied: list[dict[str, Any]],
 ) -> None:
-    live, _ = kube.apply_if_changed(service(extra="1"), None)
-    _, wrote = kube.apply_if_changed(service(), live)  # "extra" is now unwanted: apply drops our ownership
+    live, _ = CLIENT.apply_if_changed(service(extra="1"), None)
+    _, wrote = CLIENT.apply_if_changed(service(), live)  # "extra" is now unwanted: apply drops our ownership
     assert wrote
 
 
 def test_a_child_edited_by_someone_else_is_applied_again(applied: list[dict[str, Any]]) -> None:
-    live, _ = kube.apply_if_changed(service(), None)
+    live, _ = CLIENT.apply_if_changed(service(), None)
     edited = {**live, "spec": {**live["spec"], "selector": {"app": "hijacked"}}}
-    _, wrote = kube.apply_if_changed(service(), edited)
+    _, wrote = CLIENT.apply_if_changed(service(), edited)
     assert wrote
     unlabelled = {**live, "metadata": {**live["metadata"], "labels": {"other-manager": "yes"}}}
-    _, wrote = kube.apply_if_changed(service(), unlabelled)
+    _, wrote = CLIENT.apply_if_changed(service(), unlabelled)
     assert wrote
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_operator.controllers import resync
+from mlops_operator.machinery import resync
 
 
 @pytest.mark.parametrize(
@@ -22,8 +22,4 @@ from mlops_operator.controllers import resync
     ],
 )
 def test_watched_namespaces(patterns: list[str], namespace: str, expected: bool) -> None:
-    resync.set_namespaces(patterns)
-    try:
-        assert resync.watched(namespace) is expected
-    finally:
-        resync.set_namespaces([])
+    assert resync.watched(namespace, patterns) is expected

@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 from mlops_operator.api.v1alpha1.trainingjob import TrainingJobSpec, TrainingJobStatus
-from mlops_operator.controllers.trainingjob_status import (
+from mlops_operator.controllers.trainingjob.status import (
     RunObservation,
     Transition,
     failure_from,

@@ -1,8 +1,6 @@
-"""kopf handlers, one module per kind; the only layer that imports kopf.
-
-Importing this package registers every handler with kopf's default registry.
+"""One package per kind: ``trainingjob``, ``modeldeployment``, ``driftpolicy``. Each holds its controller (the
+I/O: what it reads and writes, as an object built by the runner with what it needs) and its pure ``status``
+module (what the status should say, which transitions are Events, what to do next); the DriftPolicy package
+also holds what only drift needs (the scraped ``window``, the ``prometheus`` source, the ``evaluation`` glue
+to the drift engine). Importing them registers nothing: ``runner.py`` wires the handlers.
 """
-
-from mlops_operator.controllers import driftpolicy, modeldeployment, resync, settings, trainingjob
-
-__all__ = ["driftpolicy", "modeldeployment", "resync", "settings", "trainingjob"]

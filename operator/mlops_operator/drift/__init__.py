@@ -1,28 +1,6 @@
-"""Drift statistics (numpy), reference profiles and drift decisions. Shared by the runtime and controllers."""
-
-from .accumulate import HistogramAccumulator, accumulate_counts
-from .engine import (
-    DriftConfig,
-    DriftInputError,
-    DriftResult,
-    FeatureCounts,
-    FeatureDrift,
-    FeatureSetting,
-    counts_from_samples,
-    evaluate,
-    evaluate_samples,
-)
-
-__all__ = [
-    "DriftConfig",
-    "DriftInputError",
-    "DriftResult",
-    "FeatureCounts",
-    "FeatureDrift",
-    "FeatureSetting",
-    "HistogramAccumulator",
-    "accumulate_counts",
-    "counts_from_samples",
-    "evaluate",
-    "evaluate_samples",
-]
+"""Drift statistics (``stats``, numpy), reference profiles (``profile``), the engine that compares them
+(``engine``), accumulation of counts from raw data (``accumulate``) and the methods' vocabulary
+(``methods``, no numpy). Shared by the runtime and the DriftPolicy controller; imports no API model (the
+controller converts, in ``controllers/driftpolicy/evaluation.py``). Importing the package loads nothing:
+``methods`` stays light for the API models, numpy comes with the first submodule that needs it.
+"""

@@ -19,9 +19,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from mlops_operator.api.v1alpha1.pod_contract import OTHER_CATEGORY
-
 from .engine import FeatureCounts, categorical_histogram
+from .methods import OTHER_CATEGORY
 from .profile import CategoricalFeatureProfile, NumericFeatureProfile, ReferenceProfile
 
 #: Up to this many inner edges a column is binned by comparisons, above by sorting.

@@ -18,7 +18,8 @@ Two entry points, one result type (:class:`DriftResult`):
   exact beyond its range (:func:`~.stats.wasserstein_to_quantiles`). Memory: one feature's values at a time
   (float64, sorted) besides the input.
 
-Methods, thresholds and decisions follow :mod:`mlops_operator.api.v1alpha1.driftpolicy`:
+Methods, thresholds and decisions follow the DriftPolicy API (``controllers/driftpolicy/evaluation.py``
+builds a :class:`DriftConfig` from a spec and a status entry from a :class:`DriftResult`):
 
 * ``auto`` picks as Evidently does, by the size of the REFERENCE (the training rows profiled, so the
   choice is stable for a model version and a p-value test never sees an effective size above the limit):
@@ -27,7 +28,7 @@ Methods, thresholds and decisions follow :mod:`mlops_operator.api.v1alpha1.drift
   (:data:`DISCRETE_MAX_VALUES`, seen in the profile's quantiles), chi2 when <= 1000, else jensenshannon.
   ks and wasserstein asked for a categorical feature become chi2 and jensenshannon (noted per feature).
 * Thresholds: a feature override's, else the policy's when meant for the method used (same method, or
-  both p-value tests), else :data:`~mlops_operator.api.v1alpha1.driftpolicy.DEFAULT_THRESHOLDS`.
+  both p-value tests), else :data:`~.methods.DEFAULT_THRESHOLDS`.
 * p-value methods (ks, chi2) drift when the ADJUSTED p-value is below the threshold; the adjustment is a
   multiple-testing correction over the features tested with p-values (``correction``, default
   Benjamini-Hochberg: controls the false discovery rate, and when nothing drifted the chance of any
@@ -46,7 +47,6 @@ Wasserstein norm is then :data:`WASSERSTEIN_MIN_STD`, Evidently's floor).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,16 +56,8 @@ from typing import Any, Final, Literal, cast, get_args
 import numpy as np
 import numpy.typing as npt
 
-from mlops_operator.api.v1alpha1.driftpolicy import (
-    DEFAULT_THRESHOLDS,
-    P_VALUE_METHODS,
-    DriftMethod,
-    DriftPolicySpec,
-    Evaluation,
-    FeatureScore,
-)
-
 from . import stats
+from .methods import DEFAULT_THRESHOLDS, P_VALUE_METHODS, DriftMethod
 from .profile import (
     QUANTILE_PROBS,
     CategoricalFeatureProfile,
@@ -168,7 +160,7 @@ class FeatureSetting:
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """How to evaluate: the DriftPolicy spec's drift fields (:meth:`from_spec`) plus engine options."""
+    """How to evaluate: a DriftPolicy spec's drift fields plus engine options."""
 
     method: DriftMethod = "auto"
     threshold: float | None = None
@@ -198,29 +190,6 @@ class DriftConfig:
             raise ValueError("min_samples must be >= 0")
         if self.correction not in stats.CORRECTIONS:
             raise ValueError(f"unknown correction {self.correction!r}")
-
-    @classmethod
-    def from_spec(
-        cls,
-        spec: DriftPolicySpec,
-        *,
-        features: Sequence[str] | None = None,
-        correction: Correction = "bh",
-        auto_sample_limit: int = AUTO_SAMPLE_LIMIT,
-    ) -> DriftConfig:
-        """The configuration of a DriftPolicy spec; ``features`` (default ``spec.features``, else every
-        feature of the profile) for when the controller resolves the model signature itself."""
-        names = features if features is not None else spec.features
-        return cls(
-            method=spec.method,
-            threshold=spec.threshold,
-            overrides={o.feature: FeatureSetting(o.method, o.threshold) for o in spec.overrides or ()},
-            features=tuple(names) if names is not None else None,
-            drift_share=spec.drift_share,
-            min_samples=spec.min_samples,
-            correction=correction,
-            auto_sample_limit=auto_sample_limit,
-        )
 
     def method_for(self, feature: str) -> DriftMethod:
         """The method configured for ``feature`` (may be auto)."""
@@ -305,17 +274,6 @@ class FeatureDrift:
     out of driftedShare."""
     note: str | None = None
 
-    def to_feature_score(self) -> FeatureScore:
-        """The status entry (``pValue`` is the adjusted p-value, the one ``drifted`` is decided on)."""
-        return FeatureScore(
-            feature=self.feature,
-            method=self.method,
-            score=_finite(self.score),
-            p_value=self.p_value,
-            threshold=self.threshold,
-            drifted=self.drifted,
-        )
-
     def describe(self) -> str:
         """e.g. ``petal_length (ks p=0.001)`` or ``color (jensenshannon 0.23)``."""
         if self.p_value is not None:
@@ -370,22 +328,6 @@ class DriftResult:
         listed = ", ".join(f.describe() for f in ranked[:5])
         more = f" and {len(ranked) - 5} more" if len(ranked) > 5 else ""
         return f"{head} (driftShare {self.drift_share:g}): {listed}{more}"
-
-    def to_evaluation(self, *, time: dt.datetime, model_version: int | None = None) -> Evaluation:
-        """The status entry of this evaluation."""
-        return Evaluation(
-            time=time,
-            model_version=model_version,
-            samples=self.samples,
-            drifted_share=self.drifted_share,
-            drifted=self.drifted,
-            message=self.message[:4096],
-            feature_scores=[f.to_feature_score() for f in self.features[:256]],
-        )
-
-
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else (1e308 if x > 0 else 0.0)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from mlops_operator.api.v1alpha1.common import MlflowConnection, is_dns1035_labe
 MAX_DNS_LABEL: Final = 63
 
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
-LABEL_NAME: Final = "app.kubernetes.io/name"
 LABEL_COMPONENT: Final = "app.kubernetes.io/component"
 LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
 MANAGED_BY: Final = "mlops-operator"
@@ -56,7 +55,7 @@ class Owner:
     @property
     def label_key(self) -> str:
         """``mlops.dev/trainingjob`` etc.: the label naming the owner on every child."""
-        return f"{LABEL_PREFIX}{self.kind.lower()}"
+        return owner_label_key(self.kind)
 
     @property
     def label_value(self) -> str:
@@ -71,6 +70,11 @@ class Owner:
             "controller": True,
             "blockOwnerDeletion": True,
         }
+
+
+def owner_label_key(kind: str) -> str:
+    """The label naming an owner of ``kind`` on every child (``mlops.dev/trainingjob`` ...)."""
+    return f"{LABEL_PREFIX}{kind.lower()}"
 
 
 def child_name(owner_name: str, suffix: str = "", limit: int = MAX_DNS_LABEL) -> str:

@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Final, Literal
 
 from pydantic import Field
 
+from mlops_operator.drift.methods import DEFAULT_THRESHOLDS, P_VALUE_METHODS, DriftMethod
+
 from .common import (
     AGE_COLUMN,
     Alias,
@@ -36,18 +38,6 @@ from .trainingjob import TrainingJobSpec
 
 KIND: Final = "DriftPolicy"
 
-DriftMethod = Literal["auto", "psi", "ks", "chi2", "wasserstein", "jensenshannon"]
-#: Methods whose threshold is a p-value (drift when p < threshold); the others are distances (drift when
-#: score > threshold).
-P_VALUE_METHODS: Final[frozenset[str]] = frozenset({"ks", "chi2"})
-#: Threshold of each method when the policy sets none.
-DEFAULT_THRESHOLDS: Final[dict[str, float]] = {
-    "psi": 0.1,
-    "ks": 0.05,
-    "chi2": 0.05,
-    "wasserstein": 0.1,
-    "jensenshannon": 0.1,
-}
 #: How many evaluations status.history keeps.
 MAX_HISTORY: Final = 50
 

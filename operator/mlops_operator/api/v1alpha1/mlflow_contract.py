@@ -1,5 +1,5 @@
 """Names the trainer writes to MLflow beyond those of ``pod_contract`` (run params/metrics/tags and extra
-environment variables), read back by ``mlops_operator.mlflow_registry``.
+environment variables), read back by ``mlops_operator.mlflow_registry``: the contract both sides import.
 
 Pure constants, no imports of torch or mlflow: the operator side imports this module too.
 """

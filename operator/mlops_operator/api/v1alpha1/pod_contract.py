@@ -6,6 +6,8 @@ the names from here so they cannot drift apart.
 from enum import IntEnum
 from typing import Final
 
+from mlops_operator.drift import methods
+
 # --- what the controller puts into a training pod ------------------------------------------------------
 #: JSON of the TrainingJob's ``spec`` (camelCase, as stored in the apiserver).
 ENV_TRAININGJOB_SPEC: Final = "MLOPS_TRAININGJOB_SPEC"
@@ -140,4 +142,4 @@ METRIC_FEATURE_BIN: Final = "mlops_feature_bin_total"
 METRIC_FEATURE_CATEGORY: Final = "mlops_feature_category_total"
 #: Missing values per feature; labels: feature.
 METRIC_FEATURE_MISSING: Final = "mlops_feature_missing_total"
-OTHER_CATEGORY: Final = "__other__"
+OTHER_CATEGORY: Final = methods.OTHER_CATEGORY

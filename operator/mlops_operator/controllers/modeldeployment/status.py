@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mlops_operator.api.v1alpha1.common import VALID, Condition, set_condition, utcnow
+from mlops_operator.api.v1alpha1.common import READY, VALID, Condition, set_condition, utcnow
 from mlops_operator.api.v1alpha1.modeldeployment import (
     MAX_ROLLOUT_HISTORY,
     ModelDeploymentSpec,
@@ -17,7 +17,7 @@ from mlops_operator.api.v1alpha1.modeldeployment import (
     RolloutRevision,
     TrafficSplit,
 )
-from mlops_operator.controllers.common import Transition
+from mlops_operator.machinery.transitions import Transition, condition_changed
 from mlops_operator.resources.modeldeployment import (
     ClusterApis,
     ResolvedVersions,
@@ -30,7 +30,6 @@ MODEL_RESOLVED: Final = "ModelResolved"
 CHALLENGER_RESOLVED: Final = "ChallengerResolved"
 AVAILABLE: Final = "Available"
 PROGRESSING: Final = "Progressing"
-READY: Final = "Ready"
 #: With spec.gateway: whether an HTTPRoute carries the traffic.
 TRAFFIC_ROUTED: Final = "TrafficRouted"
 #: With autoscaling.scaleToZero: whether a KEDA ScaledObject scales the deployment.
@@ -106,13 +105,13 @@ def observe(
         nonlocal conditions
         old = next((c for c in conditions if c.type == type_), None)
         conditions = set_condition(conditions, type_, status, reason, message, generation, now)  # type: ignore[arg-type]
-        changed = old is None or (old.status, old.reason) != (status, reason)
+        new = next(c for c in conditions if c.type == type_)
         # a new deployment's first look: resolved models are fine, and replicas that are not available yet
         # are the rollout the Initial event reports, not a warning (a rollout that stalls gets one:
         # ProgressDeadlineExceeded)
         first_and_expected = old is None and (status == "True" or type_ == AVAILABLE)
-        if changed and type_ in EVENT_CONDITIONS and not first_and_expected:
-            transitions.append(Transition("Normal" if status == "True" else "Warning", reason, message))
+        if condition_changed(old, new) and type_ in EVENT_CONDITIONS and not first_and_expected:
+            transitions.append(Transition.of(new, warning=status != "True"))
 
     cond(VALID, "True", "SpecValid", "spec passed validation")
     cond(MODEL_RESOLVED, "True" if primary.ok else "False", primary.reason, primary.message)

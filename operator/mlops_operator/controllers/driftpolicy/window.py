@@ -55,8 +55,10 @@ class _PodSeries:
 
 @dataclass
 class WindowedCounts:
-    """Scrapes of every pod of one target, kept just long enough to answer for ``window``."""
+    """Scrapes of every pod of one target (named ``target``), kept just long enough to answer for
+    ``window``."""
 
+    target: str = ""
     pods: dict[str, _PodSeries] = field(default_factory=dict)
 
     def add(
@@ -96,11 +98,3 @@ class WindowedCounts:
                     total[key] = total.get(key, 0.0) + delta
             covered_from = base_time if covered_from is None else min(covered_from, base_time)
         return total, covered_from
-
-
-def per_feature(counts: Mapping[CounterKey, float]) -> dict[str, dict[str, dict[str, float]]]:
-    """{feature: {"bin": {"0": n, ...}, "category": {"red": n}, "missing": {"": n}}}."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for (kind, feature, detail), value in counts.items():
-        out.setdefault(feature, {}).setdefault(kind, {})[detail] = value
-    return out

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from mlops_operator.api.v1alpha1 import pod_contract as pc
-from mlops_operator.api.v1alpha1.common import VALID, Condition, ConditionStatus, set_condition, utcnow
+from mlops_operator.api.v1alpha1.common import READY, VALID, Condition, ConditionStatus, set_condition, utcnow
 from mlops_operator.api.v1alpha1.trainingjob import (
     Failure,
     GateResult,
@@ -23,11 +23,10 @@ from mlops_operator.api.v1alpha1.trainingjob import (
     TrainingPhase,
     TrainingProgress,
 )
-from mlops_operator.controllers.common import Transition
+from mlops_operator.machinery.transitions import Transition, changed_conditions
 from mlops_operator.resources.trainingjob import CONTAINER_NAME
 
 # Condition types, like kubeflow/trainer's constants.
-READY: Final = "Ready"
 SUSPENDED: Final = "Suspended"
 SCHEDULED: Final = "Scheduled"
 RUNNING: Final = "Running"
@@ -335,16 +334,9 @@ _IMPLIED_BY: Final = {
 
 def _transitions(previous: TrainingJobStatus, current: TrainingJobStatus) -> list[Transition]:
     out: list[Transition] = []
-    before = {c.type: c for c in previous.conditions}
-    changed = {
-        (c.type, c.status)
-        for c in current.conditions
-        if (c.type not in before) or (before[c.type].status, before[c.type].reason) != (c.status, c.reason)
-    }
-    for condition in current.conditions:
-        old = before.get(condition.type)
-        if old is not None and (old.status, old.reason) == (condition.status, condition.reason):
-            continue
+    changes = changed_conditions(previous.conditions, current.conditions)
+    changed = {(c.type, c.status) for _, c in changes}
+    for old, condition in changes:
         if any(cause in changed for cause in _IMPLIED_BY.get((condition.type, condition.status), ())):
             continue
         if condition.type == VALID and condition.status == "True" and old is None:
@@ -358,7 +350,7 @@ def _transitions(previous: TrainingJobStatus, current: TrainingJobStatus) -> lis
             continue  # Ready=False while pending/running says nothing the other conditions did not
         if condition.type == SUCCEEDED and condition.status == "False":
             continue  # the Failed condition already reports it
-        out.append(Transition("Warning" if warning else "Normal", condition.reason, condition.message))
+        out.append(Transition.of(condition, warning))
     if current.model_version and current.model_version != previous.model_version:
         out.append(
             Transition(

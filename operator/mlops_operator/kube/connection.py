@@ -1,10 +1,10 @@
-"""The operator's own HTTP connection to the kube-apiserver (what ``kube.py`` sends its requests through):
+"""The operator's own HTTP connection to the kube-apiserver (what ``client.py`` sends its requests through):
 credentials, one urllib3 connection pool shared by the handler threads, and ``ApiError`` for a non-2xx
 answer.
 
-Credentials come from kopf's login functions: the pod's service account, else the kubeconfig. The same
-``ConnectionInfo`` is handed to kopf by ``@kopf.on.login``, so kopf's watches and our requests use one
-identity, and either logs in again after a 401 (a rotated service-account token, an expired exec token).
+Credentials come from kopf's login functions: the pod's service account, else the kubeconfig. The runner
+hands :meth:`ApiServer.login_for_kopf` to kopf as its login handler, so kopf's watches and our requests use
+one identity, and either logs in again after a 401 (a rotated service-account token, an expired exec token).
 A kubeconfig user that needs a credential plugin (``exec``, a token-less ``auth-provider``) logs in
 through the official kubernetes client, which kopf knows how to drive; otherwise that client is never
 imported (``cli.py`` keeps it out: it would cost ~25 MiB of every operator's memory).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -22,11 +22,12 @@ import kopf
 import orjson
 import urllib3
 
-from mlops_operator import __version__, kubeconfig
+from mlops_operator import __version__
+from mlops_operator.kube import kubeconfig
 
 logger = logging.getLogger(__name__)
 
-#: Connections kept open to the apiserver: at least one per handler thread (settings.py's max_workers).
+#: Connections kept open to the apiserver: at least one per handler thread (the worker_threads setting).
 POOL_SIZE: Final = 32
 TIMEOUT: Final = urllib3.Timeout(connect=10.0, read=60.0)
 #: Accept header asking for only the metadata of the object in the answer (``PartialObjectMetadata``): for
@@ -101,55 +102,58 @@ class Connection:
         return self.pool.request(method, url, body=body, headers=headers)
 
 
-_lock = threading.Lock()
-_connection: Connection | None = None
+class ApiServer:
+    """The apiserver as the operator sees it: one identity, logged in on first use and again after a 401.
+    Thread-safe; one per operator process, created by the runner and handed to whatever sends requests."""
 
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo] = login) -> None:
+        self._login = login
+        self._lock = threading.Lock()
+        self._connection: Connection | None = None
 
-def connection() -> Connection:
-    """The current connection (logging in on first use)."""
-    global _connection
-    with _lock:
-        if _connection is None:
-            _connection = Connection(login())
-        return _connection
+    def connection(self) -> Connection:
+        """The current connection (logging in on first use)."""
+        with self._lock:
+            if self._connection is None:
+                self._connection = Connection(self._login())
+            return self._connection
 
+    def relogin(self, stale: Connection | None = None) -> Connection:
+        """Log in again, unless another thread already replaced ``stale`` (None: unconditionally)."""
+        with self._lock:
+            if stale is None or self._connection is stale or self._connection is None:
+                self._connection = Connection(self._login())
+            return self._connection
 
-def relogin(stale: Connection | None = None) -> Connection:
-    """Log in again, unless another thread already replaced ``stale`` (None: unconditionally)."""
-    global _connection
-    with _lock:
-        if stale is None or _connection is stale or _connection is None:
-            _connection = Connection(login())
-        return _connection
-
-
-def request(
-    method: str,
-    path: str,
-    body: Any = None,
-    query: list[tuple[str, str]] | None = None,
-    content_type: str = "application/json",
-    accept: str | None = None,
-) -> Any:
-    """Send one request; the decoded JSON answer (None when empty). Raises ApiError for a non-2xx answer
-    and urllib3's errors for a failed connection (``kube.with_retries`` retries the transient ones). A 401
-    logs in again and resends once. ``accept``: e.g. METADATA_ONLY."""
-    current = connection()
-    payload = orjson.dumps(body) if body is not None else None
-    url_path = f"{path}?{urlencode(query)}" if query else path
-    response = current.send(method, current.server + url_path, payload, content_type, accept)
-    if response.status == 401:
-        current = relogin(current)
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+        accept: str | None = None,
+    ) -> Any:
+        """Send one request; the decoded JSON answer (None when empty). Raises ApiError for a non-2xx answer
+        and urllib3's errors for a failed connection (``client.with_retries`` retries the transient ones). A
+        401 logs in again and resends once. ``accept``: e.g. METADATA_ONLY."""
+        current = self.connection()
+        payload = orjson.dumps(body) if body is not None else None
+        url_path = f"{path}?{urlencode(query)}" if query else path
         response = current.send(method, current.server + url_path, payload, content_type, accept)
-    if not 200 <= response.status <= 299:
-        raise ApiError(
-            response.status, response.reason or "", response.data.decode(errors="replace"), response.headers
-        )
-    return orjson.loads(response.data) if response.data else None
+        if response.status == 401:
+            current = self.relogin(current)
+            response = current.send(method, current.server + url_path, payload, content_type, accept)
+        if not 200 <= response.status <= 299:
+            raise ApiError(
+                response.status,
+                response.reason or "",
+                response.data.decode(errors="replace"),
+                response.headers,
+            )
+        return orjson.loads(response.data) if response.data else None
 
-
-@kopf.on.login()
-def login_for_kopf(**_: Any) -> kopf.ConnectionInfo:
-    """kopf's credentials: a fresh login (kopf asks at start and again after a 401), which our own requests
-    use from now on too."""
-    return relogin().info
+    def login_for_kopf(self, **_: Any) -> kopf.ConnectionInfo:
+        """kopf's login handler: a fresh login (kopf asks at start and again after a 401), which our own
+        requests use from now on too."""
+        return self.relogin().info

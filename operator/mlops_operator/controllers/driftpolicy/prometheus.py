@@ -1,8 +1,8 @@
 """Live feature counts over a window from Prometheus (a DriftPolicy's ``spec.source.prometheus.url``).
 
-The alternative to scraping the model servers directly (``drift_window``): Prometheus already keeps the
+The alternative to scraping the model servers directly (``window``): Prometheus already keeps the
 servers' cumulative per-feature counters, so the window's counts are ``increase(...[window])`` summed over
-the serving pods, in exactly ``drift_window``'s ``Counts`` shape.
+the serving pods, in exactly ``window``'s ``Counts`` shape.
 
 Which series belong to a ModelDeployment's primary: the model server labels its feature counters only
 with ``feature`` and ``bin``/``category`` (runtime/serving/metrics.py); the deployment and the role are
@@ -34,7 +34,7 @@ import urllib.request
 from typing import Any, Final
 
 from mlops_operator.api.v1alpha1 import pod_contract as pc
-from mlops_operator.controllers.drift_window import BIN, CATEGORY, MISSING, Counts
+from mlops_operator.controllers.driftpolicy.window import BIN, CATEGORY, MISSING, Counts
 
 #: The role whose servers are evaluated (the direct scrape reads only the primary too).
 PRIMARY_ROLE: Final = "primary"
@@ -146,7 +146,7 @@ def query_window_counts(
     url: str, namespace: str, deployment: str, window_seconds: int, timeout: float = 5.0
 ) -> Counts:
     """Per-feature counts of ``deployment``'s primary servers over the last ``window_seconds``, keyed
-    like ``drift_window.Counts``: ``("bin", feature, bin)``, ``("category", feature, category)``,
+    like ``window.Counts``: ``("bin", feature, bin)``, ``("category", feature, category)``,
     ``("missing", feature, "")``. Raises ``PrometheusUnavailableError`` when Prometheus cannot answer."""
     counts: Counts = {}
     for kind, query in window_queries(namespace, deployment, window_seconds).items():

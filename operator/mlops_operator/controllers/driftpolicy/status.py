@@ -1,26 +1,30 @@
 """DriftPolicy decisions, pure: fold an evaluation into status, decide whether to retrain (sustained drift,
 cooldown, daily limit, one at a time) and whether to promote the retrained version (its gate, the policy's
-gate, manual approval). The controller does the I/O these decisions call for."""
+gate, manual approval). Decisions come back as plans (:class:`RetrainPlan`, :class:`PromotionPlan`): the new
+status, its transitions and the order the controller carries out (create this TrainingJob, move the alias)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
-from mlops_operator.api.v1alpha1.common import VALID, ConditionStatus, compare, set_condition
+from mlops_operator.api.v1alpha1.common import READY, VALID, ConditionStatus, compare, set_condition
 from mlops_operator.api.v1alpha1.driftpolicy import (
     MAX_HISTORY,
     DriftPolicySpec,
     DriftPolicyStatus,
     Evaluation,
     HistoryEntry,
+    PromotionRecord,
+    RetrainRecord,
 )
 from mlops_operator.api.v1alpha1.trainingjob import FINISHED_PHASES, TrainingJobStatus
-from mlops_operator.controllers.common import Transition
+from mlops_operator.machinery.transitions import Transition
+from mlops_operator.resources.common import Owner
+from mlops_operator.resources.driftpolicy import retrain_trainingjob
 
-READY: Final = "Ready"
 DRIFTED: Final = "Drifted"
 RETRAINING: Final = "Retraining"
 PROMOTED: Final = "Promoted"
@@ -184,3 +188,142 @@ def promotion_decision(
             f"version {version} passed; approve with annotation mlops.dev/approve-version={version}",
         )
     return PromotionDecision("promote", version, f"version {version} passed every gate")
+
+
+# ------------------------------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class RetrainPlan:
+    """The status after deciding on a retrain, its transitions, and the TrainingJob to create (None: no
+    retrain now)."""
+
+    status: DriftPolicyStatus
+    transitions: list[Transition]
+    trainingjob: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PromotionPlan:
+    """The status after deciding on a promotion, its transitions, and the version whose promotion the
+    controller carries out (then :func:`after_promotion` records it)."""
+
+    status: DriftPolicyStatus
+    transitions: list[Transition]
+    promote: int | None = None
+
+
+def plan_retrain(
+    owner: Owner,
+    spec: DriftPolicySpec,
+    status: DriftPolicyStatus,
+    phase: str | None,
+    now: dt.datetime,
+    generation: int | None,
+) -> RetrainPlan:
+    """Whether to start a retrain now (:func:`retrain_due`), and the status that records it."""
+    due, why = retrain_due(spec, status, now, phase)
+    if not due or spec.action is None:
+        if status.last_retrain is not None and phase not in ("Succeeded", "Failed", "Gone"):
+            status = with_condition(status, RETRAINING, "True", "RetrainRunning", why, generation, now)
+        return RetrainPlan(status, [])
+    number = 1 + sum(1 for entry in status.history if entry.action and entry.action.startswith("Retrain "))
+    evaluated_at = status.last_evaluation.time if status.last_evaluation else now
+    manifest = retrain_trainingjob(owner, spec.action.retrain.template, number, evaluated_at, why)
+    name = manifest["metadata"]["name"]
+    today = now.date()
+    record = RetrainRecord(name=name, time=now, reason=why)
+    status = status.model_copy(
+        update={
+            "last_retrain": record,
+            "retrains_today": (status.retrains_today if status.retrains_day == today else 0) + 1,
+            "retrains_day": today,
+        }
+    )
+    message = f"created TrainingJob {name}: {why}"
+    status = with_condition(status, RETRAINING, "True", "RetrainStarted", message, generation, now)
+    if status.history:
+        latest = status.history[0].model_copy(update={"action": f"Retrain {name}"})
+        status = status.model_copy(update={"history": [latest, *status.history[1:]]})
+    else:
+        status = with_history(status, HistoryEntry(time=now, action=f"Retrain {name}"))
+    return RetrainPlan(status, [Transition("Normal", "RetrainStarted", message)], manifest)
+
+
+def needs_run_metrics(spec: DriftPolicySpec, phase: str | None, retrain: TrainingJobStatus | None) -> bool:
+    """The promotion decision needs the retrain run's metrics (the policy's own gate has thresholds)."""
+    gate = spec.promotion.gate if spec.promotion is not None else None
+    return (
+        phase in FINISHED_PHASES
+        and retrain is not None
+        and bool(retrain.mlflow_run_id)
+        and gate is not None
+        and bool(gate.metrics)
+    )
+
+
+def plan_promotion(
+    spec: DriftPolicySpec,
+    status: DriftPolicyStatus,
+    phase: str | None,
+    retrain: TrainingJobStatus | None,
+    run_metrics: Mapping[str, float],
+    approved_version: int | None,
+    now: dt.datetime,
+    generation: int | None,
+) -> PromotionPlan:
+    """What to do with the last retrain's version (:func:`promotion_decision`), as status and an order."""
+    if spec.promotion is None or retrain is None or phase not in FINISHED_PHASES:
+        return PromotionPlan(status, [])
+    decision = promotion_decision(spec, status, retrain, run_metrics, approved_version)
+    if decision.action == "none":
+        return PromotionPlan(status, [])
+    retrain_name = status.last_retrain.name if status.last_retrain else ""
+    if decision.action == "reject":
+        if any(
+            (c.type, c.reason, c.message) == (PROMOTED, "PromotionRejected", decision.message)
+            for c in status.conditions
+        ):
+            return PromotionPlan(status, [])  # already said
+        finished = f"{retrain_name} {phase}"
+        status = with_condition(status, RETRAINING, "False", "RetrainFinished", finished, generation, now)
+        status = with_condition(
+            status, PROMOTED, "False", "PromotionRejected", decision.message, generation, now
+        )
+        return PromotionPlan(status, [Transition("Warning", "PromotionRejected", decision.message)])
+    assert decision.version is not None
+    if decision.action == "await":
+        if status.last_promotion is not None and status.last_promotion.version == decision.version:
+            return PromotionPlan(status, [])
+        alias = spec.promotion.alias
+        record = PromotionRecord(version=decision.version, alias=alias, time=now, pending=True)
+        status = status.model_copy(update={"last_promotion": record})
+        status = with_condition(
+            status, AWAITING_APPROVAL, "True", "AwaitingApproval", decision.message, generation, now
+        )
+        return PromotionPlan(status, [Transition("Normal", "AwaitingApproval", decision.message)])
+    return PromotionPlan(status, [], promote=decision.version)
+
+
+def after_promotion(
+    spec: DriftPolicySpec,
+    status: DriftPolicyStatus,
+    model: str,
+    version: int,
+    previous_version: int | None,
+    now: dt.datetime,
+    generation: int | None,
+) -> tuple[DriftPolicyStatus, list[Transition]]:
+    """The status once the alias moved from ``previous_version`` to ``version``."""
+    assert spec.promotion is not None
+    alias = spec.promotion.alias
+    record = PromotionRecord(version=version, previous_version=previous_version, alias=alias, time=now)
+    message = f"moved {alias} of {model} from {previous_version} to version {version}"
+    status = status.model_copy(update={"last_promotion": record})
+    finished = f"{status.last_retrain.name if status.last_retrain else ''} succeeded"
+    status = with_condition(status, RETRAINING, "False", "RetrainFinished", finished, generation, now)
+    status = with_condition(status, PROMOTED, "True", "Promoted", message, generation, now)
+    if any(c.type == AWAITING_APPROVAL for c in status.conditions):
+        status = with_condition(status, AWAITING_APPROVAL, "False", "Approved", message, generation, now)
+    status = with_history(status, HistoryEntry(time=now, action=f"Promoted v{version}"))
+    return status, [Transition("Normal", "Promoted", message)]

@@ -1,0 +1,1 @@
+"""The driftpolicy kind: ``controller`` (I/O) and ``status`` (pure decisions)."""

@@ -1,0 +1,1 @@
+"""The modeldeployment kind: ``controller`` (I/O) and ``status`` (pure decisions)."""

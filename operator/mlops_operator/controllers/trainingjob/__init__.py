@@ -1,0 +1,1 @@
+"""The trainingjob kind: ``controller`` (I/O) and ``status`` (pure decisions)."""
