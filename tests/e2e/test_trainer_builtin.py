@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.drift.profile import NumericFeatureProfile, load_profile
 from mlops_operator.mlflow_registry import ModelNotFoundError, Registry
-from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from tests.e2e.conftest import (
     Datasets,
     TrainerResult,

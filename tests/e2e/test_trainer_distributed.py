@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from mlflow_server import free_port
+from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.mlflow_registry import Registry
-from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from tests.e2e.conftest import Datasets, TrainerRunner, builtin_spec, unique
 
 pytestmark = pytest.mark.e2e

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from mlflow_server import free_port
+from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.mlflow_registry import ModelNotFoundError, Registry, RegistryUnavailableError
-from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from tests.e2e.conftest import (
     Datasets,
     StaticServer,

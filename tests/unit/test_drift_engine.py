@@ -13,8 +13,8 @@ from scipy.spatial.distance import jensenshannon as scipy_js
 
 from mlops_operator.api.v1alpha1.driftpolicy import DEFAULT_THRESHOLDS, DriftPolicySpec, Evaluation
 from mlops_operator.api.v1alpha1.pod_contract import OTHER_CATEGORY
-from mlops_operator.drift import stats
 from mlops_operator.controllers.driftpolicy.evaluation import drift_config, to_evaluation
+from mlops_operator.drift import stats
 from mlops_operator.drift.accumulate import HistogramAccumulator, accumulate_counts, count_bins, lower_edges
 from mlops_operator.drift.engine import (
     DriftConfig,

@@ -14,8 +14,8 @@ from mlops_operator.api.v1alpha1.driftpolicy import (
     RetrainRecord,
 )
 from mlops_operator.api.v1alpha1.trainingjob import Failure, GateResult, TrainingJobStatus
-from mlops_operator.controllers.driftpolicy.window import WindowedCounts, parse_feature_counters
 from mlops_operator.controllers.driftpolicy.status import apply_evaluation, promotion_decision, retrain_due
+from mlops_operator.controllers.driftpolicy.window import WindowedCounts, parse_feature_counters
 from mlops_operator.resources.common import Owner
 from mlops_operator.resources.driftpolicy import retrain_trainingjob
 
