@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from mlops_operator.api.v1alpha1 import mlflow_contract as names
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.mlflow_registry import (
     ModelNotFoundError,
@@ -20,7 +21,6 @@ from mlops_operator.mlflow_registry import (
     registry_for,
 )
 from mlops_operator.mlflow_registry import client as registry_client
-from mlops_operator.api.v1alpha1 import mlflow_contract as names
 
 
 def _run(**tags: str) -> RunInfo:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mlops_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from mlops_operator.machinery.transitions import Transition
 from mlops_operator.controllers.modeldeployment.status import Resolution, observe, rollout_complete
+from mlops_operator.machinery.transitions import Transition
 from mlops_operator.resources.common import Owner, PodDefaults
 from mlops_operator.resources.modeldeployment import (
     ResolvedVersions,

@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from mlops_operator.api.v1alpha1.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from mlops_operator.kube.discovery import Discovery
 from mlops_operator.controllers.modeldeployment.status import Resolution, observe
+from mlops_operator.kube.discovery import Discovery
 from mlops_operator.resources.common import Owner, PodDefaults
 from mlops_operator.resources.modeldeployment import (
     ClusterApis,

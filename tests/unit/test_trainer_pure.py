@@ -16,6 +16,7 @@ from sklearn import metrics as skm
 from mlops_operator.api.v1alpha1 import pod_contract as pc
 from mlops_operator.api.v1alpha1.common import GateSpec, MustBeat
 from mlops_operator.api.v1alpha1.trainingjob import BuiltinTrainer, DatasetSpec, SplitSpec
+from mlops_operator.mlflow_registry.errors import classify
 from mlops_operator.runtime import metrics as m
 from mlops_operator.runtime.config import DistEnv, TrainerConfig, check_early_stopping
 from mlops_operator.runtime.data import check_table, sha256_bytes, sha256_file, split_indices
@@ -28,7 +29,6 @@ from mlops_operator.runtime.errors import (
     write_termination_message,
 )
 from mlops_operator.runtime.gate import Comparison, evaluate_gate, lookup_metric, metric_split
-from mlops_operator.mlflow_registry.errors import classify
 
 # --- termination message ---------------------------------------------------------------------------------
 
