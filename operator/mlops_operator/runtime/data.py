@@ -4,7 +4,6 @@ spec names, and split the rows deterministically into train / validation / test.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tempfile
 import urllib.parse
 import urllib.request
@@ -105,15 +104,6 @@ def _fetch_fsspec(uri: str, out: IO[bytes]) -> tuple[str, int]:
             return _copy_hashing(src, out)
     except ImportError as error:  # e.g. s3fs/gcsfs missing for s3:// or gs://
         raise DataError(f"cannot read dataset {uri}: {error}") from None
-
-
-def copy_to(fetched: FetchedFile, directory: str | Path) -> Path:
-    """A copy of the fetched file in ``directory`` (for user code that wants a path of its own)."""
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    target = Path(directory) / fetched.path.name
-    if target != fetched.path:
-        shutil.copyfile(fetched.path, target)
-    return target
 
 
 def read_table(path: Path, fmt: Literal["csv", "parquet"], uri: str) -> pd.DataFrame:
