@@ -225,18 +225,7 @@ class Attempt:
         self.tracker = tracker
         if cfg.uid:
             self._check_already_registered(tracker)
-        tags = {
-            pc.TAG_ATTEMPT: cfg.attempt,
-            pc.TAG_CODE_VERSION: mlops_operator.__version__,
-            names.TAG_WORLD_SIZE: str(cfg.spec.resources.world_size),
-            names.TAG_DATASET_URI: cfg.spec.dataset.uri,
-        }
-        if cfg.uid:
-            tags[pc.TAG_TRAININGJOB_UID] = cfg.uid
-        if cfg.job_name:
-            tags[pc.TAG_TRAININGJOB_NAME] = cfg.job_name
-        if cfg.namespace:
-            tags[pc.TAG_TRAININGJOB_NAMESPACE] = cfg.namespace
+        tags = {**lineage_tags(cfg), names.TAG_WORLD_SIZE: str(cfg.spec.resources.world_size)}
         if cfg.image:
             tags[pc.TAG_IMAGE] = cfg.image
         params = _params(cfg)
@@ -400,20 +389,12 @@ class Attempt:
             tags.update(spec.registration.tags)
         tags.update(
             {
+                **lineage_tags(cfg),
                 names.TAG_RUN_ID: self.run_id,
                 pc.TAG_DATASET_DIGEST: digest,
-                pc.TAG_ATTEMPT: cfg.attempt,
-                pc.TAG_CODE_VERSION: mlops_operator.__version__,
                 pc.TAG_GATE_RESULT: names.GATE_SKIPPED if spec.gate is None else names.GATE_PASSED,
-                names.TAG_DATASET_URI: spec.dataset.uri,
             }
         )
-        if cfg.uid:
-            tags[pc.TAG_TRAININGJOB_UID] = cfg.uid
-        if cfg.job_name:
-            tags[pc.TAG_TRAININGJOB_NAME] = cfg.job_name
-        if cfg.namespace:
-            tags[pc.TAG_TRAININGJOB_NAMESPACE] = cfg.namespace
         version = tracker.register(model_uri, spec.model.name, tags, spec.model.description)
         alias = spec.registration.alias if spec.registration else None
         if alias:
@@ -580,6 +561,23 @@ class Attempt:
             labels = {p: frame.iloc[split.of(p)][schema.target].to_numpy() for p in ("validation", "test")}
             comparison = self._comparison(tracker, candidate, rows, labels)
         self._gate_and_register(tracker, model_uri, metrics, comparison, loaded.fetched.digest)
+
+
+def lineage_tags(cfg: TrainerConfig) -> dict[str, str]:
+    """The lineage both the run and the model version it registers carry: the attempt, the code version,
+    the dataset URI and the TrainingJob (uid, name, namespace) when known."""
+    tags = {
+        pc.TAG_ATTEMPT: cfg.attempt,
+        pc.TAG_CODE_VERSION: mlops_operator.__version__,
+        names.TAG_DATASET_URI: cfg.spec.dataset.uri,
+    }
+    if cfg.uid:
+        tags[pc.TAG_TRAININGJOB_UID] = cfg.uid
+    if cfg.job_name:
+        tags[pc.TAG_TRAININGJOB_NAME] = cfg.job_name
+    if cfg.namespace:
+        tags[pc.TAG_TRAININGJOB_NAMESPACE] = cfg.namespace
+    return tags
 
 
 def _predict(model: Any, rows: pd.DataFrame) -> Any:
