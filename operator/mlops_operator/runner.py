@@ -72,7 +72,6 @@ class Operator:
     """Everything one operator process is made of, wired together; :meth:`register` hands it to kopf."""
 
     config: OperatorConfig
-    namespaces: Sequence[str]
     api: ApiServer
     client: KubeClient
     kopf_settings: KopfSettings
@@ -144,7 +143,6 @@ class Operator:
         resync = ResyncLoop(client, namespaces, peering.standby)
         return cls(
             config=config,
-            namespaces=list(namespaces),
             api=api,
             client=client,
             kopf_settings=kopf_settings,
